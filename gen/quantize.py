@@ -24,6 +24,7 @@ from .model import TransformerSpec, check_params, forward
 
 __all__ = ["ActPolicy", "IntModel", "quantize_model", "calibrate", "PROBS_BITS"]
 
+BIAS_FRAC_BITS = 16         # folded LayerNorm beta: fraction bits below the output LSB
 PROBS_BITS = 16             # Shiftmax output (I-ViT ViT/DeiT: IntSoftmax(16), scale 2^-15)
 ACT_WIDTHS = (8, 16)
 
@@ -202,8 +203,17 @@ class _Builder:
                 fold = True
         m, e = self.requant(out, s_n * g / s_out, 2 ** 31 + 2 ** 31 * (not fold))
         if fold:
+            # beta in output LSBs with BIAS_FRAC_BITS fraction bits, placed below the rounding
+            # shift: the hardware stores the 32-bit value and shifts it by e - BIAS_FRAC_BITS
+            e = np.where(m == 0, np.maximum(e, BIAS_FRAC_BITS), e)     # gamma ~ 0: any e works
+            self.t[out + ".e"] = e
+            if int(np.min(e)) < BIAS_FRAC_BITS:
+                raise ValueError(f"{out}: requant shift {int(np.min(e))} below {BIAS_FRAC_BITS}")
+            frac = np.floor(beta / s_out * 2.0 ** BIAS_FRAC_BITS + 0.5).astype(np.int64)
+            if np.abs(frac).max() >= 1 << 31:
+                raise ValueError(f"{out}: folded LayerNorm beta does not fit 32 bits")
             self.folded.append(out)
-            self.t[out + ".bias"] = np.floor(beta / s_out * 2.0 ** e + 0.5).astype(np.int64)
+            self.t[out + ".bias"] = frac << (e - BIAS_FRAC_BITS)
 
     # model -----------------------------------------------------------------------------------
     def build(self) -> IntModel:

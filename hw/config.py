@@ -1,0 +1,182 @@
+"""The one frozen description of a generated accelerator.
+
+:class:`AcceleratorConfig` is validated in ``__post_init__`` (messages name the field and value),
+derives every width the gateware needs, and maps products onto the target device's DSP blocks,
+placing the rest in LUT multipliers. ``to_json()`` is what ``gen build`` writes beside the Verilog;
+``sim/`` and ``host/`` read that instead of re-deriving anything.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+
+__all__ = ["AcceleratorConfig", "Device", "DEVICES", "PRESETS", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration, or one that does not fit its device."""
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    family: str          # "ecp5" | "ice40"
+    luts: int            # LUT4s
+    dsps: int            # 18x18 multipliers (MULT18X18D) / SB_MAC16
+    bram_kbits: int      # block RAM (EBR) in kbit
+    nextpnr_args: tuple  # arguments selecting the part for nextpnr
+
+
+DEVICES = {d.name: d for d in (
+    Device("ecp5-25f", "ecp5", 24_288, 28, 1_008, ("--25k", "--package", "CABGA381")),
+    Device("ecp5-45f", "ecp5", 43_848, 72, 1_944, ("--45k", "--package", "CABGA381")),
+    Device("ecp5-85f", "ecp5", 83_640, 156, 3_744, ("--85k", "--package", "CABGA381")),
+    Device("ice40-up5k", "ice40", 5_280, 8, 120, ("--up5k", "--package", "sg48")),
+)}
+
+DATAFLOWS = ("os",)
+# LUT4s per LUT multiplier partial-product bit (adder tree, measured on ECP5 with yosys), and the
+# fraction of the device the generator is willing to fill with them
+LUTS_PER_PP_BIT = 1.3
+LUT_FILL = 0.8
+# DSPs kept free for the requantizers and nonlinear units
+DSP_RESERVE_PER_LANE = 0
+
+
+@dataclass(frozen=True)
+class AcceleratorConfig:
+    """A generated accelerator.
+
+    Parameters
+    ----------
+    rows, cols : systolic array size (PEs). Output-stationary: a tile is ``rows x cols`` of C.
+    wbits : weight (B operand) width, 4 or 8, signed.
+    abits : activation (A operand) width, 8 or 16, signed.
+    kmax : largest reduction length K the accumulators must hold without overflow.
+    dataflow : ``"os"`` (output-stationary; see :mod:`hw.systolic` for why).
+    lanes : vector unit width (requantizers, nonlinear units); defaults to ``cols``.
+    mbits : requantizer mantissa width (31 reproduces the reference; 18 fits one DSP port).
+    out_fifo_rows : depth of the array's output row buffer, in tile rows (>= 2 * rows).
+    device : target part, a key of :data:`DEVICES`.
+    """
+    rows: int = 8
+    cols: int = 8
+    wbits: int = 8
+    abits: int = 8
+    kmax: int = 4096
+    dataflow: str = "os"
+    lanes: int = 0
+    mbits: int = 31
+    out_fifo_rows: int = 0
+    device: str = "ecp5-85f"
+    name: str = ""
+
+    def __post_init__(self):
+        def need(cond, field, msg):
+            if not cond:
+                raise ConfigError(f"{field}={getattr(self, field)!r}: {msg}")
+
+        for f in ("rows", "cols", "kmax"):
+            v = getattr(self, f)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f,
+                 "must be a positive integer")
+        need(self.rows <= 64 and self.cols <= 64, "rows" if self.rows > 64 else "cols",
+             "arrays larger than 64 are not supported")
+        need(self.wbits in (4, 8), "wbits", "weight bits must be 4 or 8")
+        need(self.abits in (8, 16), "abits", "activation bits must be 8 or 16")
+        need(self.kmax <= 1 << 20, "kmax", "must be <= 2^20")
+        need(self.dataflow in DATAFLOWS, "dataflow", f"must be one of {DATAFLOWS}")
+        need(isinstance(self.mbits, int) and 8 <= self.mbits <= 31, "mbits",
+             "must be an integer in [8, 31]")
+        need(self.device in DEVICES, "device", f"unknown device; known: {', '.join(DEVICES)}")
+        if self.lanes == 0:
+            object.__setattr__(self, "lanes", self.cols)
+        need(isinstance(self.lanes, int) and self.lanes >= 1, "lanes", "must be >= 1")
+        if self.out_fifo_rows == 0:
+            object.__setattr__(self, "out_fifo_rows", 1 << max(2, math.ceil(math.log2(
+                2 * self.rows))))
+        need(self.out_fifo_rows >= 2 * self.rows, "out_fifo_rows", f"must be >= 2 * rows "
+             f"({2 * self.rows})")
+        if not self.name:
+            object.__setattr__(self, "name", f"dyad_{self.rows}x{self.cols}_w{self.wbits}"
+                                             f"a{self.abits}")
+        need(self.name.isidentifier(), "name", "must be an identifier")
+        self._check_fit()
+
+    # derived ------------------------------------------------------------------------------------
+    @property
+    def acc_bits(self) -> int:
+        """Accumulator width: ``wbits + abits + ceil(log2(kmax))`` (exact for every input)."""
+        return self.wbits + self.abits + max(0, math.ceil(math.log2(self.kmax)))
+
+    @property
+    def pes(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def dev(self) -> Device:
+        return DEVICES[self.device]
+
+    @property
+    def dsp_products(self) -> int:
+        """How many PEs get a hardware multiplier; the rest use LUT multipliers."""
+        return min(self.pes, max(0, self.dev.dsps - DSP_RESERVE_PER_LANE * self.lanes))
+
+    @property
+    def lut_products(self) -> int:
+        return self.pes - self.dsp_products
+
+    @property
+    def lut_multiplier_luts(self) -> int:
+        """Estimated LUT4s of one LUT multiplier (partial products + adder tree)."""
+        return math.ceil(self.wbits * self.abits * LUTS_PER_PP_BIT)
+
+    @property
+    def tile_spacing(self) -> int:
+        """Minimum cycles between the last beats of consecutive tiles (see :mod:`hw.systolic`).
+        Tiles with ``K >= tile_spacing`` stream back to back without bubbles."""
+        return max(self.rows, self.cols)
+
+    def pe_uses_dsp(self, row: int, col: int) -> bool:
+        """DSPs go to the first ``dsp_products`` PEs in row-major order."""
+        return row * self.cols + col < self.dsp_products
+
+    def _check_fit(self):
+        need_luts = self.lut_products * self.lut_multiplier_luts
+        have = int(self.dev.luts * LUT_FILL)
+        if need_luts > have:
+            raise ConfigError(
+                f"array {self.rows}x{self.cols} does not fit {self.device}: {self.pes} products, "
+                f"{self.dsp_products} in DSPs ({self.dev.dsps} available), {self.lut_products} in "
+                f"LUT multipliers needing ~{need_luts} LUTs of {have} usable "
+                f"({self.dev.luts} on the device)")
+
+    # I/O ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["derived"] = {"acc_bits": self.acc_bits, "pes": self.pes,
+                        "dsp_products": self.dsp_products, "lut_products": self.lut_products,
+                        "tile_spacing": self.tile_spacing}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AcceleratorConfig":
+        d = {k: v for k, v in d.items() if k != "derived"}
+        return cls(**d)
+
+    def replace(self, **kw) -> "AcceleratorConfig":
+        return replace(self, **kw, name=kw.get("name", ""))
+
+
+PRESETS = {
+    "tiny": AcceleratorConfig(rows=4, cols=4, kmax=1024, device="ecp5-25f"),
+    "ecp5-8x8": AcceleratorConfig(rows=8, cols=8),
+    "ecp5-16x16": AcceleratorConfig(rows=16, cols=16),
+    "bert-w8a16": AcceleratorConfig(rows=16, cols=16, abits=16),
+    "icebreaker": AcceleratorConfig(rows=2, cols=4, kmax=1024, lanes=4, mbits=18,
+                                    device="ice40-up5k"),
+}

@@ -1,0 +1,116 @@
+"""``lanes`` dyadic requantizers: bit-exact with :func:`gen.intops.requant` / ``requant_sum``.
+
+Per lane and beat::
+
+    x' = x + b                                   # accumulator + int32 layer bias
+    y  = round((x' * m + (c << (e - 16))) / 2^e) # round half up, as ((v >> (e-1)) + 1) >> 1
+    y += round(r * rm / 2^re)                    # optional residual term (when ``residual``)
+    out = clamp(y, 16 if wide else 8 bits)
+
+``m`` is a signed mantissa of ``mbits`` magnitude bits (per channel), ``e`` in ``[1, 62]``; ``c`` is
+a folded-LayerNorm beta with 16 fraction bits below the output LSB (it requires ``e >= 16``, which
+the quantizer guarantees). Fully pipelined, one beat per cycle; back-pressure on ``o`` holds the
+pipeline (one enable for this unit's registers only).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .config import AcceleratorConfig
+
+__all__ = ["Requantizer", "lane_layout", "in_layout", "out_layout", "BIAS_FRAC_BITS", "LATENCY"]
+
+BIAS_FRAC_BITS = 16
+OUT_BITS = 16
+RES_BITS = 16
+LATENCY = 6
+
+
+def lane_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return data.StructLayout({
+        "x": signed(cfg.acc_bits), "b": signed(32),
+        "m": signed(cfg.mbits + 1), "e": unsigned(6), "c": signed(32),
+        "r": signed(RES_BITS), "rm": signed(cfg.mbits + 1), "re": unsigned(6),
+    })
+
+
+def in_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return data.StructLayout({"lane": data.ArrayLayout(lane_layout(cfg), cfg.lanes),
+                              "wide": 1, "residual": 1, "last": 1})
+
+
+def out_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return data.StructLayout({"data": data.ArrayLayout(signed(OUT_BITS), cfg.lanes), "last": 1})
+
+
+class Requantizer(wiring.Component):
+    """Members: ``i`` (In stream of :func:`in_layout`), ``o`` (Out stream of :func:`out_layout`).
+
+    Latency :data:`LATENCY` cycles; throughput one beat (``lanes`` elements) per cycle.
+    """
+
+    def __init__(self, config: AcceleratorConfig):
+        if not isinstance(config, AcceleratorConfig):
+            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        self._cfg = config
+        super().__init__({"i": In(stream.Signature(in_layout(config))),
+                          "o": Out(stream.Signature(out_layout(config)))})
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        # valid bit per stage; the whole pipeline advances when the output slot is free
+        valid = [Signal(name=f"valid{s}") for s in range(LATENCY)]
+        en = Signal()
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en),
+                     self.o.valid.eq(valid[-1])]
+        with m.If(en):
+            m.d.sync += valid[0].eq(self.i.valid)
+            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, LATENCY)]
+
+        def stage(value, name):
+            reg = Signal(value.shape(), name=name)
+            with m.If(en):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        def pipe(value, n, name):
+            for s in range(n):
+                value = stage(value, f"{name}_p{s}")
+            return value
+
+        flags = self.i.payload
+        wide = pipe(flags.wide, LATENCY - 1, "wide")
+        residual = pipe(flags.residual, LATENCY - 1, "residual")
+        m.d.comb += self.o.payload.last.eq(pipe(flags.last, LATENCY, "last"))
+
+        for n in range(cfg.lanes):
+            ln = self.i.payload.lane[n]
+            # s1: bias add; s2, s3: product (two registers so it maps onto pipelined DSPs)
+            xb = stage(ln.x + ln.b, f"xb{n}")
+            m1 = stage(ln.m, f"m{n}")
+            e1, c1 = stage(ln.e, f"e{n}"), stage(ln.c, f"c{n}")
+            r1, rm1, re1 = stage(ln.r, f"r{n}"), stage(ln.rm, f"rm{n}"), stage(ln.re, f"re{n}")
+            prod = pipe(xb * m1, 2, f"prod{n}")
+            rprod = pipe(r1 * rm1, 2, f"rprod{n}")
+            e3, c3, re3 = pipe(e1, 2, f"e{n}"), pipe(c1, 2, f"c{n}"), pipe(re1, 2, f"re{n}")
+            # s4: pre-shift bias
+            cshift = Signal(signed(64), name=f"cshift{n}")
+            m.d.comb += cshift.eq(c3 << (e3 - BIAS_FRAC_BITS)[:6])
+            v = stage(prod + cshift, f"v{n}")
+            rv = stage(rprod, f"rv{n}")
+            e4, re4 = stage(e3, f"e4_{n}"), stage(re3, f"re4_{n}")
+            # s5: rounding shift  ((v >> (e-1)) + 1) >> 1
+            y = stage(((v >> (e4 - 1)[:6]) + 1) >> 1, f"y{n}")
+            ry = stage(((rv >> (re4 - 1)[:6]) + 1) >> 1, f"ry{n}")
+            # s6: residual add and clamp
+            total = y + Mux(residual, ry, 0)
+            hi = Mux(wide, (1 << (OUT_BITS - 1)) - 1, 127)
+            lo = Mux(wide, -(1 << (OUT_BITS - 1)), -128)
+            out = Signal(signed(OUT_BITS), name=f"out{n}")
+            with m.If(en):
+                m.d.sync += out.eq(Mux(total > hi, hi, Mux(total < lo, lo, total)))
+            m.d.comb += self.o.payload.data[n].eq(out)
+        return m
