@@ -35,9 +35,87 @@ def _quantize(args) -> int:
     return 0
 
 
+def _config_from_args(args):
+    import re
+
+    from hw.config import PRESETS, AcceleratorConfig, ConfigError
+
+    if args.preset:
+        if args.preset not in PRESETS:
+            raise CliError(f"--preset {args.preset!r}: unknown; known: {', '.join(PRESETS)}")
+        base = PRESETS[args.preset]
+    else:
+        base = AcceleratorConfig(rows=16, cols=16)
+    kw = {}
+    if args.array is not None:
+        match = re.fullmatch(r"(\d+)x(\d+)", args.array)
+        if not match:
+            raise CliError(f"--array {args.array!r}: expected ROWSxCOLS, e.g. 16x16")
+        kw.update(rows=int(match[1]), cols=int(match[2]))
+    if args.bits is not None:
+        if args.bits not in (4, 8):
+            raise CliError(f"--bits {args.bits}: must be 4 or 8 (use --act-bits 16 for 16-bit "
+                           f"activations)")
+        kw["wbits"] = args.bits
+    for name in ("act_bits", "kmax", "lanes", "mbits", "device"):
+        value = getattr(args, name)
+        if value is not None:
+            kw["abits" if name == "act_bits" else name] = value
+    try:
+        return base.replace(**kw) if kw else base
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _build(args) -> int:
+    import time
+
+    from . import build
+
+    t0 = time.perf_counter()
+    cfg = _config_from_args(args)
+    out = args.out or Path("build") / cfg.name
+    print(build.summary(cfg))
+    doc = build.build(cfg, out)
+    print(f"wrote {out}/{cfg.name}.json and {len(doc['units'])} units (Verilog + RTLIL) "
+          f"in {time.perf_counter() - t0:.1f} s")
+    if args.report:
+        from . import report
+        report.main_report(cfg, out, doc, seeds=args.seeds, units=args.unit)
+    return 0
+
+
+def _add_build_args(p):
+    p.add_argument("--preset", default=None, help="start from a named preset")
+    p.add_argument("--array", default=None, metavar="RxC", help="array size (default 16x16)")
+    p.add_argument("--bits", type=int, default=None, help="weight bits, 4 or 8 (default 8)")
+    p.add_argument("--act-bits", type=int, default=None, help="activation bits, 8 or 16")
+    p.add_argument("--kmax", type=int, default=None, help="largest K (default 4096)")
+    p.add_argument("--lanes", type=int, default=None, help="vector lanes (default: cols)")
+    p.add_argument("--mbits", type=int, default=None, help="requant mantissa bits (8..31)")
+    p.add_argument("--device", default=None, help="ecp5-25f | ecp5-45f | ecp5-85f | ice40-up5k")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default build/NAME)")
+    p.add_argument("--seeds", type=int, default=1, help="place-and-route seeds (median reported)")
+    p.add_argument("--unit", action="append", default=None,
+                   help="report only this unit (repeatable)")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):          # one line, no usage dump
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m gen", description="Dyad generator")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _Parser(prog="python -m gen", description="Dyad generator")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = sub.add_parser("build", help="write Verilog, RTLIL and <name>.json for a configuration")
+    _add_build_args(p)
+    p.add_argument("--report", action="store_true", help="also run yosys + nextpnr")
+    p.set_defaults(func=_build)
+    p = sub.add_parser("report", help="build, then LUT/FF/DSP/BRAM/Fmax from yosys + nextpnr")
+    _add_build_args(p)
+    p.set_defaults(func=_build, report=True)
     p = sub.add_parser("accuracy", help="float vs integer-only top-1 on the digits test split")
     p.add_argument("--model", type=Path, default=None, help="checkpoint directory "
                    "(default: the built-in digits ViT)")
@@ -62,7 +140,7 @@ def main(argv=None) -> int:
         args.model = DEFAULT_MODEL
     try:
         return args.func(args)
-    except (CliError, ValueError, FileNotFoundError, KeyError) as exc:
+    except (CliError, ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -169,7 +169,11 @@ class AcceleratorConfig:
         return cls(**d)
 
     def replace(self, **kw) -> "AcceleratorConfig":
-        return replace(self, **kw, name=kw.get("name", ""))
+        """A copy with ``kw`` changed; derived defaults (lanes, FIFO depth, name) re-derived
+        unless given."""
+        for auto in ("lanes", "out_fifo_rows", "name"):
+            kw.setdefault(auto, type(self).__dataclass_fields__[auto].default)
+        return replace(self, **kw)
 
 
 PRESETS = {

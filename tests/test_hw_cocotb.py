@@ -1,0 +1,55 @@
+"""cocotb + Verilator benches of the hardware units against numpy / gen.intops, bit-exact.
+
+Default run: the configurations the issue names (4x4, 8x8, 16x16 and a non-square array across
+W4A8/W8A8/W8A16; requantizers with 4 and 16 lanes). ``-m slow`` adds a wider sweep.
+"""
+import pytest
+
+from hw.config import AcceleratorConfig
+from hw.requant import Requantizer
+from hw.systolic import SystolicArray
+from sim.runner import build_dir_for, run_cocotb
+
+ARRAYS = [
+    dict(rows=4, cols=4, wbits=8, abits=8, kmax=64),
+    dict(rows=8, cols=8, wbits=4, abits=8, kmax=128),
+    dict(rows=16, cols=16, wbits=8, abits=8, kmax=256),       # 156 DSP + 100 LUT multipliers
+    dict(rows=6, cols=10, wbits=8, abits=16, kmax=64),
+]
+ARRAYS_SLOW = [
+    dict(rows=16, cols=16, wbits=8, abits=16, kmax=512),
+    dict(rows=12, cols=4, wbits=4, abits=16, kmax=1024),
+    dict(rows=2, cols=16, wbits=8, abits=8, kmax=33),
+    dict(rows=8, cols=8, wbits=8, abits=8, kmax=4096, device="ecp5-25f"),
+]
+
+
+def _array(kw):
+    cfg = AcceleratorConfig(**kw)
+    run_cocotb(SystolicArray(cfg), "systolic", "sim.bench_systolic",
+               build_dir_for("systolic", cfg.to_dict()), env={"DYAD_CONFIG": cfg.to_json()})
+
+
+def _requant(kw):
+    cfg = AcceleratorConfig(**kw)
+    run_cocotb(Requantizer(cfg), "requant", "sim.bench_requant",
+               build_dir_for("requant", cfg.to_dict()), env={"DYAD_CONFIG": cfg.to_json()})
+
+
+@pytest.mark.parametrize("kw", ARRAYS, ids=lambda kw: "{rows}x{cols}_w{wbits}a{abits}".format(**kw))
+def test_array(kw):
+    _array(kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kw", ARRAYS_SLOW,
+                         ids=lambda kw: "{rows}x{cols}_w{wbits}a{abits}_k{kmax}".format(**kw))
+def test_array_sweep(kw):
+    _array(kw)
+
+
+@pytest.mark.parametrize("kw", [dict(rows=4, cols=4, lanes=4, mbits=31),
+                                dict(rows=16, cols=16, lanes=16, mbits=18, abits=16)],
+                         ids=["lanes4_m31", "lanes16_m18"])
+def test_requant(kw):
+    _requant(kw)

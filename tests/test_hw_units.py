@@ -1,0 +1,141 @@
+"""Fast amaranth.sim tests of the array and the requantizer (the cocotb benches are the full check),
+plus configuration validation with exact messages."""
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from gen import intops
+from hw.config import DEVICES, PRESETS, AcceleratorConfig, ConfigError
+from hw.requant import Requantizer
+from hw.systolic import SystolicArray
+
+
+def _run_array(cfg, ks, stall, seed=0):
+    rng, rnd = np.random.default_rng(seed), random.Random(seed)
+    dut = SystolicArray(cfg)
+    alo, ahi = -(1 << (cfg.abits - 1)), 1 << (cfg.abits - 1)
+    wlo, whi = -(1 << (cfg.wbits - 1)), 1 << (cfg.wbits - 1)
+    tiles = [(rng.integers(alo, ahi, (cfg.rows, k)), rng.integers(wlo, whi, (k, cfg.cols)))
+             for k in ks]
+    tiles.append((np.full((cfg.rows, cfg.kmax), alo), np.full((cfg.kmax, cfg.cols), wlo)))
+    got = []
+
+    async def feed(ctx, port, beats):
+        for payload in beats:
+            while rnd.random() < stall:
+                await ctx.tick()
+            ctx.set(port.valid, 1)
+            ctx.set(port.payload, payload)
+            await ctx.tick().until(port.ready)
+            ctx.set(port.valid, 0)
+
+    async def feed_a(ctx):
+        await feed(ctx, dut.a, [{"data": [int(v) for v in A[:, k]], "last": int(k == A.shape[1]
+                                 - 1)} for A, _ in tiles for k in range(A.shape[1])])
+
+    async def feed_b(ctx):
+        await feed(ctx, dut.b, [[int(v) for v in B[k]] for _, B in tiles
+                                for k in range(B.shape[0])])
+
+    async def drain(ctx):
+        for _ in tiles:
+            rows = []
+            for i in range(cfg.rows):
+                while rnd.random() < stall:
+                    await ctx.tick()
+                ctx.set(dut.o.ready, 1)
+                payload, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+                ctx.set(dut.o.ready, 0)
+                assert payload.last == (i == cfg.rows - 1)
+                rows.append(list(payload.data))
+            got.append(np.array(rows))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    for tb in (feed_a, feed_b, drain):
+        sim.add_testbench(tb)
+    sim.run()
+    for n, ((A, B), G) in enumerate(zip(tiles, got)):
+        assert np.array_equal(A @ B, G), f"tile {n}"
+
+
+@pytest.mark.parametrize("kw", [dict(rows=4, cols=4), dict(rows=3, cols=5, wbits=4),
+                                dict(rows=5, cols=2, abits=16), dict(rows=1, cols=1),
+                                dict(rows=4, cols=4, device="ice40-up5k")])
+@pytest.mark.parametrize("stall", [0.0, 0.4])
+def test_array_amaranth_sim(kw, stall):
+    cfg = AcceleratorConfig(kmax=32, **kw)
+    _run_array(cfg, [1, 2, 3, cfg.tile_spacing, 9, 1, 17], stall)
+
+
+def test_requant_amaranth_sim():
+    from sim.bench_requant import expected, vectors
+    cfg = AcceleratorConfig(rows=4, cols=4, lanes=3)
+    beats = vectors(cfg, 60, np.random.default_rng(3))
+    dut, rnd, got = Requantizer(cfg), random.Random(3), []
+
+    async def feed(ctx):
+        for bt in beats:
+            while rnd.random() < 0.3:
+                await ctx.tick()
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload, bt)
+            await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+    async def drain(ctx):
+        for _ in beats:
+            while rnd.random() < 0.3:
+                await ctx.tick()
+            ctx.set(dut.o.ready, 1)
+            payload, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
+            ctx.set(dut.o.ready, 0)
+            got.append(list(payload.data))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(feed)
+    sim.add_testbench(drain)
+    sim.run()
+    for bt, g in zip(beats, got):
+        assert g == expected(bt).tolist()
+
+
+# --------------------------------------------------------------------------------------------------
+
+def test_config_derived():
+    cfg = AcceleratorConfig(rows=16, cols=16, wbits=8, abits=8, kmax=4096)
+    assert cfg.acc_bits == 8 + 8 + 12
+    assert (cfg.dsp_products, cfg.lut_products) == (156, 100)
+    assert AcceleratorConfig(rows=8, cols=8).lut_products == 0
+    assert AcceleratorConfig(abits=16, kmax=1000).acc_bits == 8 + 16 + 10
+    d = AcceleratorConfig.from_dict(__import__("json").loads(cfg.to_json()))
+    assert d == cfg
+    assert set(PRESETS) >= {"ecp5-8x8", "ecp5-16x16", "icebreaker"}
+    assert DEVICES["ecp5-85f"].dsps == 156
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(rows=0), "rows=0: must be a positive integer"),
+    (dict(cols=-3), "cols=-3: must be a positive integer"),
+    (dict(wbits=3), "wbits=3: weight bits must be 4 or 8"),
+    (dict(abits=12), "abits=12: activation bits must be 8 or 16"),
+    (dict(device="xc7a35t"), "device='xc7a35t': unknown device; known: ecp5-25f"),
+    (dict(dataflow="ws"), "dataflow='ws': must be one of"),
+    (dict(mbits=40), "mbits=40: must be an integer in"),
+    (dict(rows=32, cols=32, device="ecp5-25f"),
+     "array 32x32 does not fit ecp5-25f: 1024 products, 28 in DSPs"),
+])
+def test_config_errors(kw, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        AcceleratorConfig(**kw)
+
+
+def test_requant_matches_intops_definition():
+    # the bench's expected() is intops.requant for the non-residual case
+    from sim.bench_requant import expected
+    lane = {"x": 1000, "b": 24, "m": int(intops.dyadic(0.1)[0]), "e": int(intops.dyadic(0.1)[1]),
+            "c": 0, "r": 0, "rm": 0, "re": 1}
+    assert expected({"lane": [lane], "wide": 0, "residual": 0}).tolist() == [102]
