@@ -24,31 +24,19 @@ from sim.runner import build_dir_for, run_cocotb  # noqa: E402
 
 
 def utilisation(cfg: AcceleratorConfig, sizes: list[int]) -> dict[int, tuple[int, float]]:
-    """Run the bench's utilisation test; parse its ``UTIL`` lines."""
-    import contextlib
-    import io
+    """Run the bench's utilisation test in a child process (cocotb owns the simulator process's
+    stdout) and parse its ``UTIL`` lines: ``{size: (cycles, utilisation)}``."""
     import os
 
-    buf = io.StringIO()
-    env = {"DYAD_CONFIG": cfg.to_json(), "DYAD_UTIL_SIZES": ",".join(map(str, sizes))}
-    # cocotb prints through the simulator process: capture via a log file instead
-    bdir = build_dir_for("systolic", cfg.to_dict())
-    log = bdir / "util.log"
-    with contextlib.redirect_stdout(buf):
-        pass
-    os.environ.pop("PYTEST_CURRENT_TEST", None)
-    cmd = [sys.executable, "-c",
-           "import sys; from bench.array import _run; _run()"]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env,
-                                              "DYAD_UTIL_LOG": str(log)},
-                          capture_output=True, text=True)
+    env = {**os.environ, "DYAD_CONFIG": cfg.to_json(), "DYAD_UTIL_SIZES": ",".join(map(str, sizes))}
+    env.pop("PYTEST_CURRENT_TEST", None)
+    proc = subprocess.run([sys.executable, "-c", "from bench.array import _run; _run()"],
+                          cwd=ROOT, env=env, capture_output=True, text=True)
     text = proc.stdout + proc.stderr
     if proc.returncode:
         raise RuntimeError(f"utilisation run failed:\n{text[-2000:]}")
-    out = {}
-    for m in re.finditer(r"UTIL array=\S+ size=(\d+) cycles=(\d+) ideal=\d+ util=([\d.]+)", text):
-        out[int(m[1])] = (int(m[2]), float(m[3]))
-    return out
+    return {int(m[1]): (int(m[2]), float(m[3])) for m in re.finditer(
+        r"UTIL array=\S+ size=(\d+) cycles=(\d+) ideal=\d+ util=([\d.]+)", text)}
 
 
 def _run():

@@ -110,6 +110,7 @@ def summary(cfg: AcceleratorConfig) -> str:
     return (f"{cfg.name}: {cfg.rows}x{cfg.cols} output-stationary array, W{cfg.wbits}A{cfg.abits}, "
             f"K <= {cfg.kmax}, {cfg.acc_bits}-bit accumulators; {cfg.lanes} requant lanes "
             f"({cfg.mbits}-bit mantissa)\n"
-            f"  target {cfg.device}: {cfg.dsp_products} products in DSPs (of {d.dsps}), "
+            f"  target {cfg.device}: {cfg.requant_dsps} DSPs for requantizers, {cfg.dsp_products}"
+            f" array products in DSPs (of {d.dsps}), "
             f"{cfg.lut_products} in LUT multipliers (~{cfg.lut_products * cfg.lut_multiplier_luts}"
             f" LUTs of {d.luts}); tiles stream back to back for K >= {cfg.tile_spacing}")

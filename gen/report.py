@@ -47,7 +47,7 @@ class UnitReport:
 
 HEADER = f"{'unit':10s} {'LUT':>7s} {'FF':>7s} {'DSP':>5s} {'BRAM':>6s} {'Fmax MHz':>8s}"
 
-_PHASES = re.compile(r"^(\d+\.\d*\. Executing|Info: (Placed|Routing|Running|Program|Max freq|"
+_PHASES = re.compile(r"^(\d+(\.\d+)*\. Executing|Info: (Placed|Routing|Running|Program|Max freq|"
                      r"Critical|Checksum|Logic utilisation|\s+Iter)|Info:\s+\d+ \|)")
 
 

@@ -40,8 +40,7 @@ DATAFLOWS = ("os",)
 # fraction of the device the generator is willing to fill with them
 LUTS_PER_PP_BIT = 1.3
 LUT_FILL = 0.8
-# DSPs kept free for the requantizers and nonlinear units
-DSP_RESERVE_PER_LANE = 0
+DSP_WIDTH = {"ecp5": 18, "ice40": 16}     # MULT18X18D / SB_MAC16 operand width
 
 
 @dataclass(frozen=True)
@@ -119,9 +118,20 @@ class AcceleratorConfig:
         return DEVICES[self.device]
 
     @property
+    def requant_dsps(self) -> int:
+        """DSPs the requantizer lanes take (yosys splits each product into 18x18 blocks):
+        ``(acc + bias) * m`` and the residual ``r * rm`` per lane."""
+        w = DSP_WIDTH[self.dev.family]
+        m_w = self.mbits + 1
+        x_w = max(self.acc_bits, 32) + 1
+        per_lane = math.ceil(x_w / w) * math.ceil(m_w / w) + math.ceil(16 / w) * math.ceil(m_w / w)
+        return self.lanes * per_lane
+
+    @property
     def dsp_products(self) -> int:
-        """How many PEs get a hardware multiplier; the rest use LUT multipliers."""
-        return min(self.pes, max(0, self.dev.dsps - DSP_RESERVE_PER_LANE * self.lanes))
+        """How many PEs get a hardware multiplier (what the requantizers leave); the rest use LUT
+        multipliers."""
+        return min(self.pes, max(0, self.dev.dsps - self.requant_dsps))
 
     @property
     def lut_products(self) -> int:
@@ -148,14 +158,21 @@ class AcceleratorConfig:
         if need_luts > have:
             raise ConfigError(
                 f"array {self.rows}x{self.cols} does not fit {self.device}: {self.pes} products, "
-                f"{self.dsp_products} in DSPs ({self.dev.dsps} available), {self.lut_products} in "
+                f"{self.dsp_products} in DSPs ({self.dev.dsps} available, {self.requant_dsps} "
+                f"for requantizers), {self.lut_products} in "
                 f"LUT multipliers needing ~{need_luts} LUTs of {have} usable "
                 f"({self.dev.luts} on the device)")
+        if self.requant_dsps > self.dev.dsps:
+            raise ConfigError(
+                f"lanes={self.lanes}, mbits={self.mbits}: the requantizers need "
+                f"{self.requant_dsps} DSPs, {self.device} has {self.dev.dsps}; use fewer lanes "
+                f"or a narrower mantissa")
 
     # I/O ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
         d["derived"] = {"acc_bits": self.acc_bits, "pes": self.pes,
+                        "requant_dsps": self.requant_dsps,
                         "dsp_products": self.dsp_products, "lut_products": self.lut_products,
                         "tile_spacing": self.tile_spacing}
         return d
@@ -181,6 +198,6 @@ PRESETS = {
     "ecp5-8x8": AcceleratorConfig(rows=8, cols=8),
     "ecp5-16x16": AcceleratorConfig(rows=16, cols=16),
     "bert-w8a16": AcceleratorConfig(rows=16, cols=16, abits=16),
-    "icebreaker": AcceleratorConfig(rows=2, cols=4, kmax=1024, lanes=4, mbits=18,
+    "icebreaker": AcceleratorConfig(rows=2, cols=4, kmax=1024, lanes=1, mbits=15,
                                     device="ice40-up5k"),
 }

@@ -63,7 +63,7 @@ def _run_array(cfg, ks, stall, seed=0):
 
 @pytest.mark.parametrize("kw", [dict(rows=4, cols=4), dict(rows=3, cols=5, wbits=4),
                                 dict(rows=5, cols=2, abits=16), dict(rows=1, cols=1),
-                                dict(rows=4, cols=4, device="ice40-up5k")])
+                                dict(rows=4, cols=4, lanes=1, mbits=15, device="ice40-up5k")])
 @pytest.mark.parametrize("stall", [0.0, 0.4])
 def test_array_amaranth_sim(kw, stall):
     cfg = AcceleratorConfig(kmax=32, **kw)
@@ -108,8 +108,10 @@ def test_requant_amaranth_sim():
 def test_config_derived():
     cfg = AcceleratorConfig(rows=16, cols=16, wbits=8, abits=8, kmax=4096)
     assert cfg.acc_bits == 8 + 8 + 12
-    assert (cfg.dsp_products, cfg.lut_products) == (156, 100)
+    assert cfg.requant_dsps == 16 * 6                 # (33x32: 2x2 blocks) + (16x32: 2 blocks)
+    assert (cfg.dsp_products, cfg.lut_products) == (156 - 96, 196)
     assert AcceleratorConfig(rows=8, cols=8).lut_products == 0
+    assert AcceleratorConfig(rows=16, cols=16, mbits=17).requant_dsps == 16 * 3
     assert AcceleratorConfig(abits=16, kmax=1000).acc_bits == 8 + 16 + 10
     d = AcceleratorConfig.from_dict(__import__("json").loads(cfg.to_json()))
     assert d == cfg
@@ -125,8 +127,9 @@ def test_config_derived():
     (dict(device="xc7a35t"), "device='xc7a35t': unknown device; known: ecp5-25f"),
     (dict(dataflow="ws"), "dataflow='ws': must be one of"),
     (dict(mbits=40), "mbits=40: must be an integer in"),
+    (dict(rows=2, cols=4, device="ice40-up5k"), "the requantizers need 32 DSPs, ice40-up5k has 8"),
     (dict(rows=32, cols=32, device="ecp5-25f"),
-     "array 32x32 does not fit ecp5-25f: 1024 products, 28 in DSPs"),
+     "array 32x32 does not fit ecp5-25f: 1024 products, 0 in DSPs"),
 ])
 def test_config_errors(kw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
