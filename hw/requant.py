@@ -19,6 +19,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
+from .pipeline import Pipeline
 
 __all__ = ["Requantizer", "lane_layout", "in_layout", "out_layout", "BIAS_FRAC_BITS", "LATENCY"]
 
@@ -61,56 +62,38 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        # valid bit per stage; the whole pipeline advances when the output slot is free
-        valid = [Signal(name=f"valid{s}") for s in range(LATENCY)]
-        en = Signal()
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), self.i.ready.eq(en),
-                     self.o.valid.eq(valid[-1])]
-        with m.If(en):
-            m.d.sync += valid[0].eq(self.i.valid)
-            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, LATENCY)]
-
-        def stage(value, name):
-            reg = Signal(value.shape(), name=name)
-            with m.If(en):
-                m.d.sync += reg.eq(value)
-            return reg
-
-        def pipe(value, n, name):
-            for s in range(n):
-                value = stage(value, f"{name}_p{s}")
-            return value
-
+        p = Pipeline(m, "rq")
         flags = self.i.payload
-        wide = pipe(flags.wide, LATENCY - 1, "wide")
-        residual = pipe(flags.residual, LATENCY - 1, "residual")
-        m.d.comb += self.o.payload.last.eq(pipe(flags.last, LATENCY, "last"))
+        wide = p.delay(flags.wide, LATENCY - 1, "wide")
+        residual = p.delay(flags.residual, LATENCY - 1, "residual")
+        m.d.comb += self.o.payload.last.eq(p.delay(flags.last, LATENCY, "last"))
 
         for n in range(cfg.lanes):
             ln = self.i.payload.lane[n]
             # s1: bias add; s2, s3: product (two registers so it maps onto pipelined DSPs)
-            xb = stage(ln.x + ln.b, f"xb{n}")
-            m1 = stage(ln.m, f"m{n}")
-            e1, c1 = stage(ln.e, f"e{n}"), stage(ln.c, f"c{n}")
-            r1, rm1, re1 = stage(ln.r, f"r{n}"), stage(ln.rm, f"rm{n}"), stage(ln.re, f"re{n}")
-            prod = pipe(xb * m1, 2, f"prod{n}")
-            rprod = pipe(r1 * rm1, 2, f"rprod{n}")
-            e3, c3, re3 = pipe(e1, 2, f"e{n}"), pipe(c1, 2, f"c{n}"), pipe(re1, 2, f"re{n}")
+            xb = p.stage(ln.x + ln.b, f"xb{n}")
+            m1 = p.stage(ln.m, f"m{n}")
+            e1, c1 = p.stage(ln.e, f"e{n}"), p.stage(ln.c, f"c{n}")
+            r1, rm1, re1 = p.stage(ln.r, f"r{n}"), p.stage(ln.rm, f"rm{n}"), p.stage(
+                ln.re, f"re{n}")
+            prod = p.delay(xb * m1, 2, f"prod{n}")
+            rprod = p.delay(r1 * rm1, 2, f"rprod{n}")
+            e3, c3, re3 = (p.delay(e1, 2, f"e{n}"), p.delay(c1, 2, f"c{n}"),
+                           p.delay(re1, 2, f"re{n}"))
             # s4: pre-shift bias
             cshift = Signal(signed(64), name=f"cshift{n}")
             m.d.comb += cshift.eq(c3 << (e3 - BIAS_FRAC_BITS)[:6])
-            v = stage(prod + cshift, f"v{n}")
-            rv = stage(rprod, f"rv{n}")
-            e4, re4 = stage(e3, f"e4_{n}"), stage(re3, f"re4_{n}")
+            v = p.stage(prod + cshift, f"v{n}")
+            rv = p.stage(rprod, f"rv{n}")
+            e4, re4 = p.stage(e3, f"e4_{n}"), p.stage(re3, f"re4_{n}")
             # s5: rounding shift  ((v >> (e-1)) + 1) >> 1
-            y = stage(((v >> (e4 - 1)[:6]) + 1) >> 1, f"y{n}")
-            ry = stage(((rv >> (re4 - 1)[:6]) + 1) >> 1, f"ry{n}")
+            y = p.stage(((v >> (e4 - 1)[:6]) + 1) >> 1, f"y{n}")
+            ry = p.stage(((rv >> (re4 - 1)[:6]) + 1) >> 1, f"ry{n}")
             # s6: residual add and clamp
             total = y + Mux(residual, ry, 0)
             hi = Mux(wide, (1 << (OUT_BITS - 1)) - 1, 127)
             lo = Mux(wide, -(1 << (OUT_BITS - 1)), -128)
-            out = Signal(signed(OUT_BITS), name=f"out{n}")
-            with m.If(en):
-                m.d.sync += out.eq(Mux(total > hi, hi, Mux(total < lo, lo, total)))
-            m.d.comb += self.o.payload.data[n].eq(out)
+            out = p.stage(Mux(total > hi, hi, Mux(total < lo, lo, total)), f"out{n}")
+            m.d.comb += self.o.payload.data[n].eq(out[:OUT_BITS])
+        p.connect(self.i, self.o, LATENCY)
         return m

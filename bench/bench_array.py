@@ -2,7 +2,7 @@
 DSP / BRAM use and post-route Fmax from yosys + nextpnr, and the utilisation measured in Verilator
 simulation for M = N = K GEMMs (useful MAC cycles / (cycles x PEs), first beat in to last row out).
 
-    python bench/array.py [--arrays 8x8,16x16] [--sizes 64,128,256] [--no-pnr] [--seeds 3]
+    python bench/bench_array.py [--arrays 8x8,16x16] [--sizes 64,128,256] [--no-pnr] [--seeds 3]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def utilisation(cfg: AcceleratorConfig, sizes: list[int]) -> dict[int, tuple[int
 
     env = {**os.environ, "DYAD_CONFIG": cfg.to_json(), "DYAD_UTIL_SIZES": ",".join(map(str, sizes))}
     env.pop("PYTEST_CURRENT_TEST", None)
-    proc = subprocess.run([sys.executable, "-c", "from bench.array import _run; _run()"],
+    proc = subprocess.run([sys.executable, "-c", "from bench.bench_array import _run; _run()"],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     text = proc.stdout + proc.stderr
     if proc.returncode:

@@ -1,0 +1,53 @@
+"""Sequential restoring divider: one quotient bit per cycle, shared by a unit's row reciprocals.
+
+``quot = num // den`` for unsigned ``num`` (``num_bits``) and ``den`` (``den_bits``), exactly
+``num_bits`` cycles after the operands are accepted (plus one to present the result). One division
+at a time: ``i.ready`` is low while busy or while a result waits on ``o``. ``den = 0`` gives
+``2^num_bits - 1`` (callers never divide by zero; the value is defined so a fault cannot hang).
+Throughput for a unit: one reciprocal every ``num_bits + 1`` cycles, hidden behind any row of at
+least that many beats.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["SequentialDivider"]
+
+
+class SequentialDivider(wiring.Component):
+    """Members: ``i`` (stream of ``{num, den}``), ``o`` (stream of the quotient)."""
+
+    def __init__(self, num_bits: int, den_bits: int):
+        for name, v in (("num_bits", num_bits), ("den_bits", den_bits)):
+            if not isinstance(v, int) or not 1 <= v <= 64:
+                raise ValueError(f"{name} must be an integer in [1, 64], not {v!r}")
+        self.num_bits, self.den_bits = num_bits, den_bits
+        layout = data.StructLayout({"num": unsigned(num_bits), "den": unsigned(den_bits)})
+        super().__init__({"i": In(stream.Signature(layout)),
+                          "o": Out(stream.Signature(unsigned(num_bits)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        nb = self.num_bits
+        num = Signal(nb)
+        den = Signal(self.den_bits)
+        rem = Signal(self.den_bits + 1)
+        quot = Signal(nb)
+        count = Signal(range(nb + 1))
+        busy = Signal()
+        m.d.comb += [self.i.ready.eq(~busy & ~self.o.valid), self.o.payload.eq(quot)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [num.eq(self.i.payload.num), den.eq(self.i.payload.den), rem.eq(0),
+                         count.eq(nb), busy.eq(1)]
+        with m.If(busy):
+            trial = Cat(num[-1], rem)            # (rem << 1) | next numerator bit
+            take = trial >= den
+            m.d.sync += [rem.eq(Mux(take, trial - den, trial)),
+                         quot.eq(Cat(take, quot)), num.eq(num << 1), count.eq(count - 1)]
+            with m.If(count == 1):
+                m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
+        return m

@@ -1,0 +1,96 @@
+"""``dyad`` GELU unit: element-wise, no row reduction, no division; bit-exact with
+:func:`gen.intops.gelu_poly`.
+
+Per element: ``a = |q|``, segment ``a >> seg_shift`` selects quadratic coefficients from a
+16-entry table, ``t`` is the offset in the segment, ``g = c0 + ((c1 + ((c2 t) >> s)) t >> s)``
+rounded off ``GUARD`` guard bits (0 beyond the last segment), ``y = (relu(q) << frac_bits) - g``.
+The table and shifts are run-time parameters (``params``), loaded by the controller per layer
+from the constants :func:`gen.intops.ct_gelu_poly` computes at compile time; they must be stable
+while elements flow. One element per lane per cycle, latency :data:`LATENCY`.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .pipeline import Pipeline, vector_layout
+
+__all__ = ["GeluUnit", "params_layout", "params_value", "SEGMENTS", "COEF_BITS", "LATENCY"]
+
+SEGMENTS = 16
+COEF_BITS = 24
+GUARD = 4
+MAX_FRAC_BITS = 16
+LATENCY = 5
+
+
+def params_layout() -> data.StructLayout:
+    coef = data.ArrayLayout(signed(COEF_BITS), SEGMENTS)
+    return data.StructLayout({"seg_shift": unsigned(5), "frac_bits": unsigned(5),
+                              "segments": unsigned(5), "c0": coef, "c1": coef, "c2": coef})
+
+
+def params_value(k) -> dict:
+    """A :class:`gen.intops.GeluPoly` as a ``params`` value; ``ValueError`` if it cannot fit."""
+    if k.guard != GUARD:
+        raise ValueError(f"guard bits {k.guard} != {GUARD}")
+    if k.segments > SEGMENTS or k.frac_bits > MAX_FRAC_BITS or k.seg_shift > 31:
+        raise ValueError(f"GELU constants out of range: {k.segments} segments, frac_bits "
+                         f"{k.frac_bits}, seg_shift {k.seg_shift}")
+    pad = [0] * (SEGMENTS - k.segments)
+    coefs = {n: list(getattr(k, n)) + pad for n in ("c0", "c1", "c2")}
+    if max(abs(c) for v in coefs.values() for c in v) >= 1 << (COEF_BITS - 1):
+        raise ValueError(f"GELU coefficient does not fit {COEF_BITS} bits")
+    return {"seg_shift": k.seg_shift, "frac_bits": k.frac_bits, "segments": k.segments,
+            **coefs}
+
+
+class GeluUnit(wiring.Component):
+    """Members: ``i`` (``in_bits`` signed elements, :func:`vector_layout`), ``o``
+    (``in_bits + MAX_FRAC_BITS + 1``-bit signed results, same framing), ``params``."""
+
+    def __init__(self, *, lanes: int, in_bits: int):
+        if not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+        if in_bits not in (8, 16):
+            raise ValueError(f"in_bits must be 8 or 16, not {in_bits!r}")
+        self.lanes, self.in_bits = lanes, in_bits
+        self.out_bits = in_bits + MAX_FRAC_BITS + 1
+        super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
+                          "o": Out(stream.Signature(vector_layout(self.out_bits, lanes))),
+                          "params": In(params_layout())})
+
+    def elaborate(self, platform):
+        m = Module()
+        p = Pipeline(m, "gelu")
+        prm = self.params
+        m.d.comb += [self.o.payload.count.eq(p.delay(self.i.payload.count, LATENCY, "count")),
+                     self.o.payload.last.eq(p.delay(self.i.payload.last, LATENCY, "last"))]
+        c0s, c1s, c2s = (Array(prm[n][s] for s in range(SEGMENTS)) for n in ("c0", "c1", "c2"))
+        shift = prm.seg_shift
+        for n in range(self.lanes):
+            q = self.i.payload.data[n]
+            a = Mux(q < 0, -q, q).as_unsigned()[:self.in_bits]
+            seg = a >> shift
+            inside = seg < prm.segments
+            idx = seg[:4]
+            # s1: segment lookup and offset
+            t = p.stage((a & ((1 << shift) - 1))[:self.in_bits], f"t{n}")
+            c0 = p.stage(c0s[idx], f"c0_{n}")
+            c1 = p.stage(c1s[idx], f"c1_{n}")
+            c2 = p.stage(c2s[idx], f"c2_{n}")
+            ins = p.stage(inside, f"inside{n}")
+            relu = p.stage(Mux(q > 0, q, 0), f"relu{n}")
+            # s2: (c2 t) >> s ; s3: (c1 + that) t >> s ; s4: + c0, round off the guard bits
+            u = p.stage((c2 * t) >> shift, f"u{n}")
+            t2, c1d, c0d = p.stage(t, f"t2_{n}"), p.stage(c1, f"c1d{n}"), p.delay(c0, 2, f"c0d{n}")
+            w = p.stage(((c1d + u) * t2) >> shift, f"w{n}")
+            ins3, relu3 = p.delay(ins, 2, f"ins{n}"), p.delay(relu, 2, f"relu3_{n}")
+            g = p.stage(Mux(ins3, (c0d + w + (1 << (GUARD - 1))) >> GUARD, 0), f"g{n}")
+            relu4 = p.stage(relu3, f"relu4_{n}")
+            # s5: y = (relu << frac_bits) - g
+            y = p.stage((relu4 << prm.frac_bits) - g, f"y{n}")
+            m.d.comb += self.o.payload.data[n].eq(y)
+        p.connect(self.i, self.o, LATENCY)
+        return m

@@ -1,0 +1,58 @@
+"""A stallable pipeline between two streams, and the vector payload shared by the vector units.
+
+:class:`Pipeline` owns the valid chain and the one enable (``~o.valid | o.ready``) of a fixed-depth
+datapath: ``stage(value)`` registers a value one step further, ``delay(value, n)`` carries it ``n``
+steps. The datapath code then reads like the algorithm, and every unit stalls the same way.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import data
+
+__all__ = ["Pipeline", "vector_layout", "count_shape"]
+
+
+def count_shape(lanes: int):
+    return unsigned(max(1, lanes.bit_length()))
+
+
+def vector_layout(width: int, lanes: int, *, is_signed: bool = True) -> data.StructLayout:
+    """``lanes`` elements per beat; ``count`` = how many are valid (``lanes`` except possibly on a
+    row's last beat, where the row length is not a multiple of ``lanes``); ``last`` ends a row."""
+    elem = signed(width) if is_signed else unsigned(width)
+    return data.StructLayout({"data": data.ArrayLayout(elem, lanes), "count": count_shape(lanes),
+                              "last": 1})
+
+
+class Pipeline:
+    """Registers with one shared enable between stream ``i`` (input) and ``o`` (output).
+
+    Call :meth:`connect` once the datapath is described with ``depth`` stages: it drives
+    ``i.ready``, ``o.valid`` and the valid chain.
+    """
+
+    def __init__(self, m: Module, name: str = "p"):
+        self.m, self.name = m, name
+        self.en = Signal(name=f"{name}_en")
+        self._n = 0
+
+    def stage(self, value, name: str | None = None):
+        self._n += 1
+        reg = Signal(value.shape(), name=name or f"{self.name}_r{self._n}")
+        with self.m.If(self.en):
+            self.m.d.sync += reg.eq(value)
+        return reg
+
+    def delay(self, value, n: int, name: str | None = None):
+        for k in range(n):
+            value = self.stage(value, f"{name}_d{k}" if name else None)
+        return value
+
+    def connect(self, i, o, depth: int) -> None:
+        m = self.m
+        valid = [Signal(name=f"{self.name}_valid{s}") for s in range(depth)]
+        m.d.comb += [self.en.eq(~o.valid | o.ready), i.ready.eq(self.en),
+                     o.valid.eq(valid[-1] if depth else i.valid)]
+        with m.If(self.en):
+            m.d.sync += valid[0].eq(i.valid)
+            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, depth)]

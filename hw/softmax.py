@@ -1,0 +1,274 @@
+"""Shiftmax unit: integer softmax over rows, bit-exact with :func:`gen.intops.shiftmax`.
+
+A row arrives as beats of ``lanes`` elements (``count`` valid lanes, ``last`` on its final beat),
+up to ``max_row`` elements. The unit works on one row at a time, in four phases:
+
+1. **load** — beats are written into a row buffer while the row maximum is tracked;
+2. **exp** — the buffer is read back, ``x = q - max`` goes through the mode's exponential
+   (``ivit``: the I-ViT shift exponential, n = 15; ``dyad``: :func:`gen.intops.exp2_poly`), the
+   results are stored in an exponent buffer and summed;
+3. **divide** — one reciprocal ``f = (2^M - 1) // sum`` on a :class:`~hw.divider.SequentialDivider`
+   (``ivit``: ``M = 31`` and the sum clamped to ``2^31 - 1``);
+4. **out** — ``p = (e * f) >> (M + 1 - out_bits)`` (``dyad``: rounded half up and clamped),
+   streamed out with the row's framing.
+
+Run-time parameters (``params``) are the compile-time constants of the layer: ``x0`` (``ivit``) or
+the exponential's multiplier/shift/polynomial and ``M`` (``dyad``), and ``out_bits``.
+Throughput: one row per ``3 * beats + M + pipeline`` cycles (the bench prints the measured rate).
+"""
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .divider import SequentialDivider
+from .pipeline import vector_layout
+
+__all__ = ["Shiftmax", "params_layout", "params_value", "EXP_LATENCY"]
+
+IVIT_N = 15
+DYAD_FRAC = 12          # gen.intops.EXP2_FRAC_BITS
+DYAD_GUARD = 20         # gen.intops.EXP2_GUARD
+EXP_LATENCY = 5         # read -> exponential result, cycles
+
+
+def params_layout(mode: str) -> data.StructLayout:
+    if mode == "ivit":
+        return data.StructLayout({"x0": signed(24), "out_bits": unsigned(5)})
+    return data.StructLayout({"mul": unsigned(20), "mul_shift": unsigned(6), "c0": signed(24),
+                              "c1": signed(24), "c2": signed(24), "recip_bits": unsigned(6),
+                               "out_bits": unsigned(5)})
+
+
+def params_value(mode: str, scale: float, row_len: int, out_bits: int) -> dict:
+    """The compile-time constants for a layer, from :mod:`gen.intops`'s CT helpers."""
+    from gen import intops
+    if mode == "ivit":
+        return {"x0": intops.ct_shift_exp_x0(scale), "out_bits": out_bits}
+    k = intops.ct_exp2_poly(scale)
+    if k.frac_bits != DYAD_FRAC or k.guard != DYAD_GUARD:
+        raise ValueError("exp2 constants do not match the hardware's fixed widths")
+    return {"mul": k.mul, "mul_shift": k.mul_shift, "c0": k.c0, "c1": k.c1, "c2": k.c2,
+            "recip_bits": intops.ct_shiftmax_recip_bits(row_len, out_bits),
+            "out_bits": out_bits}
+
+
+class Shiftmax(wiring.Component):
+    """Members: ``i`` (signed ``in_bits`` scores), ``o`` (``out`` 16-bit probabilities, same row
+    framing), ``params`` (:func:`params_layout`), ``error`` (sticky: a row exceeded ``max_row``;
+    its excess beats were dropped).
+
+    Parameters
+    ----------
+    mode : ``"ivit"`` or ``"dyad"``.
+    lanes : elements per beat.
+    in_bits : score width (8 or 16).
+    max_row : longest row (elements).
+    """
+
+    def __init__(self, *, mode: str, lanes: int, in_bits: int = 8, max_row: int = 256):
+        if mode not in ("ivit", "dyad"):
+            raise ValueError(f"mode must be 'ivit' or 'dyad', not {mode!r}")
+        if not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+        if in_bits not in (8, 16):
+            raise ValueError(f"in_bits must be 8 or 16, not {in_bits!r}")
+        if not isinstance(max_row, int) or not 1 <= max_row <= 4096:
+            raise ValueError(f"max_row must be an integer in [1, 4096], not {max_row!r}")
+        self.mode, self.lanes, self.in_bits, self.max_row = mode, lanes, in_bits, max_row
+        self.depth = -(-max_row // lanes)
+        x_bits = in_bits + 1
+        if mode == "ivit":
+            # e <= |x0| * 2^n with |x0| < 2^23; the sum is clamped to 2^31 - 1
+            self.e_bits, self.sum_bits, self.num_bits = 23 + IVIT_N + 1, 40 + math.ceil(
+                math.log2(max_row + 1)), 31
+        else:
+            self.e_bits = DYAD_GUARD + 1
+            self.sum_bits = self.e_bits + math.ceil(math.log2(max_row + 1))
+            self.num_bits = 62
+        self.x_bits = x_bits
+        super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
+                          "o": Out(stream.Signature(vector_layout(16, lanes))),
+                          "params": In(params_layout(mode)),
+                          "error": Out(1)})
+
+    # ------------------------------------------------------------------------------------------
+    def _exp(self, m: Module, x, n: int):
+        """The mode's exponential of ``x <= 0`` as a ``EXP_LATENCY``-cycle pipeline (no stall:
+        the exp phase never waits)."""
+        prm = self.params
+
+        def reg(v, name):
+            r = Signal(v.shape(), name=f"{name}_{n}")
+            m.d.sync += r.eq(v)
+            return r
+
+        if self.mode == "dyad":
+            v = reg((x * prm.mul) >> prm.mul_shift, "v")
+            octave = reg(-(v >> DYAD_FRAC), "oct")
+            t = reg(v[:DYAD_FRAC], "t")
+            u = reg((prm.c2 * t) >> DYAD_FRAC, "u")
+            octave2, t2 = reg(octave, "oct2"), reg(t, "t2")
+            w = reg(((prm.c1 + u) * t2) >> DYAD_FRAC, "w")
+            octave3 = reg(octave2, "oct3")
+            P = prm.c0 + w
+            return reg(Mux(octave3 > DYAD_GUARD, 0, P >> octave3[:5]), "e")
+        # ivit: xp = x + (x >> 1) - (x >> 4); clamp at n * x0; q = xp // x0; r = xp - q x0
+        x0 = prm.x0
+        xp = reg(x + (x >> 1) - (x >> 4), "xp")
+        xc = reg(Mux(xp < IVIT_N * x0, IVIT_N * x0, xp), "xc")
+        a, d = -xc, -x0                         # both >= 0; q = a // d <= n < 16
+        rem = a
+        bits = []
+        for k in reversed(range(4)):
+            take = rem >= (d << k)
+            rem = Mux(take, rem - (d << k), rem)
+            bits.append(take)
+        q = reg(Cat(*reversed(bits)), "q")
+        r = reg(-rem, "r")                       # xp - q x0, in (x0, 0]
+        e = reg(((r - 2 * x0) << (IVIT_N - q)[:4]) >> 1, "e")
+        return reg(e, "e2")
+
+    def elaborate(self, platform):
+        m = Module()
+        L, prm = self.lanes, self.params
+        m.submodules.div = div = SequentialDivider(self.num_bits, min(self.sum_bits, 64))
+        m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * self.in_bits),
+                                                     depth=self.depth, init=[])
+        m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(L * self.e_bits),
+                                                 depth=self.depth, init=[])
+        row_w, row_r = rowbuf.write_port(), rowbuf.read_port()
+        e_w, e_r = ebuf.write_port(), ebuf.read_port()
+
+        beats = Signal(range(self.depth + 1))          # beats in the current row
+        last_count = Signal.like(self.i.payload.count)
+        rmax = Signal(signed(self.in_bits), init=-(1 << (self.in_bits - 1)))
+        ptr = Signal(range(self.depth + 1))
+        total = Signal(self.sum_bits)
+        f = Signal(self.num_bits)
+
+        # ---- phase 1: load --------------------------------------------------------------------
+        beat_max = rmax
+        for n in range(L):
+            v = self.i.payload.data[n]
+            ok = n < self.i.payload.count
+            beat_max = Mux(ok & (v > beat_max), v, beat_max)
+
+        # ---- phase 2 pipeline: read -> exp -> accumulate/store -------------------------------
+        rd_valid = Signal()                              # a read issued last cycle
+        rd_addr = Signal.like(ptr)
+        m.d.comb += [row_r.addr.eq(ptr), row_r.en.eq(1)]
+        x = [Signal(signed(self.x_bits), name=f"x{n}") for n in range(L)]
+        data_in = row_r.data
+        for n in range(L):
+            m.d.comb += x[n].eq(data_in[n * self.in_bits:(n + 1) * self.in_bits].as_signed()
+                                - rmax)
+        es = [self._exp(m, x[n], n) for n in range(L)]
+        # valid / address / count flags ride along the exp pipeline
+        tags = data.StructLayout({"valid": 1, "addr": unsigned(len(ptr)), "lastbeat": 1})
+        tag = Signal(tags)
+        m.d.comb += [tag.valid.eq(rd_valid), tag.addr.eq(rd_addr),
+                     tag.lastbeat.eq(rd_addr == beats - 1)]
+        for k in range(EXP_LATENCY):
+            nxt = Signal(tags, name=f"tag{k}")
+            m.d.sync += nxt.eq(tag)
+            tag = nxt
+        cnt_here = Mux(tag.lastbeat, last_count, L)
+        esum = 0
+        for n in range(L):
+            esum = esum + Mux(n < cnt_here, es[n], 0)
+        m.d.comb += [e_w.addr.eq(tag.addr), e_w.data.eq(Cat(*[e[:self.e_bits] for e in es])),
+                     e_w.en.eq(tag.valid)]
+
+        # ---- phase 4 datapath: e * f >> shift ---------------------------------------------------
+        shift = Signal(7)
+        if self.mode == "ivit":
+            m.d.comb += shift.eq(32 - prm.out_bits)
+        else:
+            m.d.comb += shift.eq(prm.recip_bits + 1 - prm.out_bits)
+        m.d.comb += [e_r.addr.eq(ptr), e_r.en.eq(0)]   # read ports default to enabled
+        limit = Signal(16)
+        m.d.comb += limit.eq((1 << (prm.out_bits - 1)[:5]) - 1)
+        outs = []
+        for n in range(L):
+            e = e_r.data[n * self.e_bits:(n + 1) * self.e_bits]
+            prod = e * f
+            if self.mode == "ivit":
+                pv = prod >> shift
+            else:
+                rounded = ((prod >> (shift - 1)[:7]) + 1) >> 1
+                pv = Mux(rounded > limit, limit, rounded)
+            outs.append(pv[:16])
+        out_valid = Signal()
+        out_last = Signal()
+        out_count = Signal.like(self.o.payload.count)
+        out_data = [Signal(16, name=f"p{n}") for n in range(L)]
+        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.last.eq(out_last),
+                     self.o.payload.count.eq(out_count)]
+        m.d.comb += [self.o.payload.data[n].eq(out_data[n]) for n in range(L)]
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += [self.i.ready.eq(1), row_w.addr.eq(ptr),
+                             row_w.data.eq(self.i.payload.data.as_value()),
+                             row_w.en.eq(self.i.valid & (ptr < self.depth))]
+                with m.If(self.i.valid):
+                    m.d.sync += rmax.eq(beat_max)
+                    with m.If(ptr < self.depth):
+                        m.d.sync += ptr.eq(ptr + 1)
+                    with m.Else():                      # row longer than max_row: flag, drop
+                        m.d.sync += self.error.eq(1)
+                    with m.If(self.i.payload.last):
+                        m.d.sync += [beats.eq(ptr + 1), last_count.eq(self.i.payload.count),
+                                     ptr.eq(0), total.eq(0)]
+                        m.next = "EXP"
+            with m.State("EXP"):
+                # issue reads for every beat, then let the exp pipeline drain
+                with m.If(ptr < beats):
+                    m.d.sync += [ptr.eq(ptr + 1), rd_valid.eq(1), rd_addr.eq(ptr)]
+                with m.Else():
+                    m.d.sync += rd_valid.eq(0)
+                with m.If(tag.valid):
+                    m.d.sync += total.eq(total + esum)
+                    with m.If(tag.lastbeat):
+                        m.next = "DIV"
+            with m.State("DIV"):
+                den = total
+                if self.mode == "ivit":
+                    den = Mux(total > (1 << 31) - 1, (1 << 31) - 1, total)
+                num = ((1 << 31) - 1) if self.mode == "ivit" else (
+                    (1 << prm.recip_bits) - 1)
+                m.d.comb += [div.i.valid.eq(1), div.i.payload.num.eq(num),
+                             div.i.payload.den.eq(den)]
+                with m.If(div.i.ready):
+                    m.d.sync += ptr.eq(0)
+                    m.next = "WAIT"
+            with m.State("WAIT"):
+                m.d.comb += div.o.ready.eq(1)
+                with m.If(div.o.valid):
+                    m.d.sync += [f.eq(div.o.payload), ptr.eq(0)]
+                    m.next = "READ"
+            with m.State("READ"):
+                # the e buffer's read data for ptr appears next cycle
+                m.d.comb += e_r.en.eq(1)
+                m.d.sync += ptr.eq(ptr + 1)
+                m.next = "OUT"
+            with m.State("OUT"):
+                # a registered output beat is held until taken; e_r.data holds beat ptr - 1
+                # (the read port is only enabled when the output advances)
+                with m.If(~out_valid | self.o.ready):
+                    m.d.comb += e_r.en.eq(1)
+                    with m.If(ptr <= beats):
+                        is_last = ptr == beats
+                        m.d.sync += [out_valid.eq(1), out_last.eq(is_last),
+                                     out_count.eq(Mux(is_last, last_count, L))]
+                        m.d.sync += [out_data[n].eq(outs[n]) for n in range(L)]
+                        m.d.sync += ptr.eq(ptr + 1)
+                    with m.Else():
+                        m.d.sync += out_valid.eq(0)
+                        m.d.sync += [ptr.eq(0), rmax.eq(-(1 << (self.in_bits - 1)))]
+                        m.next = "LOAD"
+        return m
