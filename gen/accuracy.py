@@ -4,8 +4,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import checkpoint, golden
 from .data import digits_split
 from .intops import MODES

@@ -112,5 +112,5 @@ def summary(cfg: AcceleratorConfig) -> str:
             f"({cfg.mbits}-bit mantissa)\n"
             f"  target {cfg.device}: {cfg.requant_dsps} DSPs for requantizers, {cfg.dsp_products}"
             f" array products in DSPs (of {d.dsps}), "
-            f"{cfg.lut_products} in LUT multipliers (~{cfg.lut_products * cfg.lut_multiplier_luts}"
-            f" LUTs of {d.luts}); tiles stream back to back for K >= {cfg.tile_spacing}")
+            f"{cfg.lut_products} in LUT multipliers (array ~{cfg.array_luts} LUTs of {d.luts}); "
+            f"tiles stream back to back for K >= {cfg.tile_spacing}")

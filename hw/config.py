@@ -36,10 +36,12 @@ DEVICES = {d.name: d for d in (
 )}
 
 DATAFLOWS = ("os",)
-# LUT4s per LUT multiplier partial-product bit (adder tree, measured on ECP5 with yosys), and the
-# fraction of the device the generator is willing to fill with them
-LUTS_PER_PP_BIT = 1.3
-LUT_FILL = 0.8
+# LUT4s per LUT-multiplier partial-product bit and per accumulator bit of a PE (accumulator, shadow,
+# read-out mux), measured post-route on ECP5 (8x8: 91 LUTs per PE; 16x16: +256 per 8x8 LUT
+# multiplier), and the fraction of the device the generator is willing to fill
+LUTS_PER_PP_BIT = 4.0
+LUTS_PER_ACC_BIT = 3.3
+LUT_FILL = 0.9
 DSP_WIDTH = {"ecp5": 18, "ice40": 16}     # MULT18X18D / SB_MAC16 operand width
 
 
@@ -152,15 +154,21 @@ class AcceleratorConfig:
         """DSPs go to the first ``dsp_products`` PEs in row-major order."""
         return row * self.cols + col < self.dsp_products
 
+    @property
+    def array_luts(self) -> int:
+        """Estimated LUT4s of the whole array (PEs + LUT multipliers)."""
+        return math.ceil(self.pes * self.acc_bits * LUTS_PER_ACC_BIT
+                         + self.lut_products * self.lut_multiplier_luts)
+
     def _check_fit(self):
-        need_luts = self.lut_products * self.lut_multiplier_luts
+        need_luts = self.array_luts
         have = int(self.dev.luts * LUT_FILL)
         if need_luts > have:
             raise ConfigError(
                 f"array {self.rows}x{self.cols} does not fit {self.device}: {self.pes} products, "
                 f"{self.dsp_products} in DSPs ({self.dev.dsps} available, {self.requant_dsps} "
                 f"for requantizers), {self.lut_products} in "
-                f"LUT multipliers needing ~{need_luts} LUTs of {have} usable "
+                f"LUT multipliers; the array needs ~{need_luts} LUTs of {have} usable "
                 f"({self.dev.luts} on the device)")
         if self.requant_dsps > self.dev.dsps:
             raise ConfigError(
@@ -197,7 +205,7 @@ PRESETS = {
     "tiny": AcceleratorConfig(rows=4, cols=4, kmax=1024, device="ecp5-25f"),
     "ecp5-8x8": AcceleratorConfig(rows=8, cols=8),
     "ecp5-16x16": AcceleratorConfig(rows=16, cols=16),
-    "bert-w8a16": AcceleratorConfig(rows=16, cols=16, abits=16),
+    "bert-w8a16": AcceleratorConfig(rows=8, cols=16, abits=16, mbits=17),
     "icebreaker": AcceleratorConfig(rows=2, cols=4, kmax=1024, lanes=1, mbits=15,
                                     device="ice40-up5k"),
 }

@@ -13,6 +13,8 @@ from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .checks import validating
+
 __all__ = ["SequentialDivider"]
 
 
@@ -20,9 +22,10 @@ class SequentialDivider(wiring.Component):
     """Members: ``i`` (stream of ``{num, den}``), ``o`` (stream of the quotient)."""
 
     def __init__(self, num_bits: int, den_bits: int):
-        for name, v in (("num_bits", num_bits), ("den_bits", den_bits)):
-            if not isinstance(v, int) or not 1 <= v <= 64:
-                raise ValueError(f"{name} must be an integer in [1, 64], not {v!r}")
+        with validating(self):
+            for name, v in (("num_bits", num_bits), ("den_bits", den_bits)):
+                if not isinstance(v, int) or not 1 <= v <= 64:
+                    raise ValueError(f"{name} must be an integer in [1, 64], not {v!r}")
         self.num_bits, self.den_bits = num_bits, den_bits
         layout = data.StructLayout({"num": unsigned(num_bits), "den": unsigned(den_bits)})
         super().__init__({"i": In(stream.Signature(layout)),

@@ -10,10 +10,11 @@ while elements flow. One element per lane per cycle, latency :data:`LATENCY`.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .checks import validating
 from .pipeline import Pipeline, vector_layout
 
 __all__ = ["GeluUnit", "params_layout", "params_value", "SEGMENTS", "COEF_BITS", "LATENCY"]
@@ -51,10 +52,11 @@ class GeluUnit(wiring.Component):
     (``in_bits + MAX_FRAC_BITS + 1``-bit signed results, same framing), ``params``."""
 
     def __init__(self, *, lanes: int, in_bits: int):
-        if not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        if in_bits not in (8, 16):
-            raise ValueError(f"in_bits must be 8 or 16, not {in_bits!r}")
+        with validating(self):
+            if not isinstance(lanes, int) or lanes < 1:
+                raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+            if in_bits not in (8, 16):
+                raise ValueError(f"in_bits must be 8 or 16, not {in_bits!r}")
         self.lanes, self.in_bits = lanes, in_bits
         self.out_bits = in_bits + MAX_FRAC_BITS + 1
         super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),

@@ -18,6 +18,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .checks import validating
 from .config import AcceleratorConfig
 from .pipeline import Pipeline
 
@@ -53,8 +54,9 @@ class Requantizer(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        with validating(self):
+            if not isinstance(config, AcceleratorConfig):
+                raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self._cfg = config
         super().__init__({"i": In(stream.Signature(in_layout(config))),
                           "o": Out(stream.Signature(out_layout(config)))})

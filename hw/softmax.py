@@ -24,6 +24,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .checks import validating
 from .divider import SequentialDivider
 from .pipeline import vector_layout
 
@@ -70,14 +71,15 @@ class Shiftmax(wiring.Component):
     """
 
     def __init__(self, *, mode: str, lanes: int, in_bits: int = 8, max_row: int = 256):
-        if mode not in ("ivit", "dyad"):
-            raise ValueError(f"mode must be 'ivit' or 'dyad', not {mode!r}")
-        if not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        if in_bits not in (8, 16):
-            raise ValueError(f"in_bits must be 8 or 16, not {in_bits!r}")
-        if not isinstance(max_row, int) or not 1 <= max_row <= 4096:
-            raise ValueError(f"max_row must be an integer in [1, 4096], not {max_row!r}")
+        with validating(self):
+            if mode not in ("ivit", "dyad"):
+                raise ValueError(f"mode must be 'ivit' or 'dyad', not {mode!r}")
+            if not isinstance(lanes, int) or lanes < 1:
+                raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+            if in_bits not in (8, 16):
+                raise ValueError(f"in_bits must be 8 or 16, not {in_bits!r}")
+            if not isinstance(max_row, int) or not 1 <= max_row <= 4096:
+                raise ValueError(f"max_row must be an integer in [1, 4096], not {max_row!r}")
         self.mode, self.lanes, self.in_bits, self.max_row = mode, lanes, in_bits, max_row
         self.depth = -(-max_row // lanes)
         x_bits = in_bits + 1

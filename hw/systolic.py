@@ -34,6 +34,7 @@ from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .checks import validating
 from .config import AcceleratorConfig
 from .multiplier import LATENCY, PipelinedMultiplier
 
@@ -68,8 +69,9 @@ class SystolicArray(wiring.Component):
     """
 
     def __init__(self, config: AcceleratorConfig):
-        if not isinstance(config, AcceleratorConfig):
-            raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
+        with validating(self):
+            if not isinstance(config, AcceleratorConfig):
+                raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self._cfg = config
         super().__init__({
             "a": In(stream.Signature(a_layout(config))),
@@ -155,18 +157,18 @@ class SystolicArray(wiring.Component):
                 a_left, b_above[j] = a_r, b_r
 
         # ---- read-out: row i at T + cols + READ_LATENCY + i ------------------------------------
-        start = flag_taps[C + READ_LATENCY].last
-        rd_row = Signal(range(max(R, 2)))
-        rd_active = Signal()
+        # The read schedule is registered: the row index that steers every column's mux comes
+        # straight from a flip-flop (a combinational index was the 16x16 critical path).
+        pre = flag_taps[C + READ_LATENCY - 1].last         # one cycle before row 0 is read
         reading = Signal()
         row_idx = Signal(range(max(R, 2)))
-        m.d.comb += [reading.eq(start | rd_active), row_idx.eq(Mux(start, 0, rd_row))]
-        with m.If(start):
-            m.d.sync += [rd_row.eq(1), rd_active.eq(R > 1)]
-        with m.Elif(rd_active):
-            m.d.sync += rd_row.eq(rd_row + 1)
-            with m.If(rd_row == R - 1):
-                m.d.sync += rd_active.eq(0)
+        with m.If(pre):
+            m.d.sync += [reading.eq(1), row_idx.eq(0)]
+        with m.Elif(reading):
+            with m.If(row_idx == R - 1):
+                m.d.sync += reading.eq(0)
+            with m.Else():
+                m.d.sync += row_idx.eq(row_idx + 1)
 
         rows_out, idx, valid = _mux_tree(m, shadow, row_idx, reading, cfg.acc_bits)
         is_last = Signal()

@@ -53,3 +53,26 @@ def test_array_sweep(kw):
                          ids=["lanes4_m31", "lanes16_m18"])
 def test_requant(kw):
     _requant(kw)
+
+
+VECTOR_UNITS = [
+    ("gelu", dict(lanes=1, in_bits=8)),
+    ("gelu", dict(lanes=16, in_bits=16)),
+    ("shiftmax", dict(mode="dyad", lanes=1, in_bits=8, max_row=24)),
+    ("shiftmax", dict(mode="dyad", lanes=16, in_bits=8, max_row=200)),
+    ("shiftmax", dict(mode="ivit", lanes=4, in_bits=8, max_row=64)),
+    ("shiftmax", dict(mode="ivit", lanes=16, in_bits=16, max_row=200)),
+]
+
+
+@pytest.mark.parametrize("unit, args", VECTOR_UNITS,
+                         ids=[f"{u}_{'_'.join(f'{k}{v}' for k, v in a.items())}"
+                              for u, a in VECTOR_UNITS])
+def test_vector_unit(unit, args):
+    import json
+
+    from hw.gelu import GeluUnit
+    from hw.softmax import Shiftmax
+    ctor = {"gelu": GeluUnit, "shiftmax": Shiftmax}[unit]
+    run_cocotb(ctor(**args), unit, "sim.bench_vector", build_dir_for(unit, args),
+               env={"DYAD_UNIT": unit, "DYAD_UNIT_ARGS": json.dumps(args)})

@@ -6,7 +6,6 @@ import pytest
 
 from gen import intops, ops_error
 
-
 # --------------------------------------------------------------------------------------------------
 # dyadic and requant
 

@@ -1,0 +1,136 @@
+"""Fast amaranth.sim tests of the divider, GELU and Shiftmax units against gen.intops (the cocotb
+benches in test_hw_cocotb.py are the full check), and their construction errors."""
+import random
+
+import numpy as np
+import pytest
+from simstreams import drain, feed, simulate
+
+from gen import intops
+from hw.divider import SequentialDivider
+from hw.gelu import GeluUnit
+from hw.gelu import params_value as gelu_params
+from hw.softmax import Shiftmax
+from hw.softmax import params_value as softmax_params
+
+
+@pytest.mark.parametrize("nb, db", [(8, 4), (31, 31), (62, 40)])
+def test_divider(nb, db):
+    rnd = random.Random(nb)
+    cases = [((1 << nb) - 1, 1), (0, 5), (5, (1 << db) - 1), ((1 << nb) - 1, (1 << db) - 1),
+             (7, 0)] + [(rnd.randrange(1 << nb), rnd.randrange(1, 1 << db)) for _ in range(40)]
+    dut, got = SequentialDivider(nb, db), []
+
+    async def producer(ctx):
+        await feed(ctx, dut.i, [{"num": n, "den": d} for n, d in cases], rnd, 0.3)
+
+    async def consumer(ctx):
+        got.extend(await drain(ctx, dut.o, len(cases), rnd, 0.3))
+
+    simulate(dut, producer, consumer)
+    assert got == [n // d if d else (1 << nb) - 1 for n, d in cases]
+
+
+def _rows_through(dut, rows, lanes, params, stall, seed=0):
+    rnd = random.Random(seed)
+    beats = []
+    for row in rows:
+        chunks = [row[k:k + lanes] for k in range(0, len(row), lanes)]
+        beats += [{"data": [int(v) for v in c] + [0] * (lanes - len(c)), "count": len(c),
+                   "last": int(b == len(chunks) - 1)} for b, c in enumerate(chunks)]
+    got = []
+
+    async def producer(ctx):
+        if params is not None:
+            ctx.set(dut.params, params)
+        await feed(ctx, dut.i, beats, rnd, stall)
+
+    async def consumer(ctx):
+        for row in await drain(ctx, dut.o, len(rows), rnd, stall, until_last=True):
+            got.append([v for beat in row for v in list(beat.data)[:beat.count]])
+
+    simulate(dut, producer, consumer)
+    return got
+
+
+@pytest.mark.parametrize("in_bits, scale", [(8, 4 / 127), (16, 1e-3), (8, 0.5)])
+def test_gelu_unit(in_bits, scale):
+    lo, hi = -(1 << (in_bits - 1)), 1 << (in_bits - 1)
+    q = np.concatenate([[lo, hi - 1, 0, -1, 1],
+                        np.random.default_rng(0).integers(lo, hi, 60)]).astype(np.int64)
+    k = intops.ct_gelu_poly(scale, in_bits)
+    got = _rows_through(GeluUnit(lanes=3, in_bits=in_bits), [q], 3, gelu_params(k), 0.3)
+    assert got[0] == intops.gelu_poly(q, scale, consts=k)[0].tolist()
+
+
+@pytest.mark.parametrize("mode", ["ivit", "dyad"])
+@pytest.mark.parametrize("lanes, length, scale, out_bits",
+                         [(4, 17, 0.05, 16), (3, 9, 0.2, 8), (1, 5, 0.01, 16), (4, 1, 0.3, 16)])
+def test_shiftmax_unit(mode, lanes, length, scale, out_bits):
+    rng = np.random.default_rng(length)
+    rows = rng.integers(-128, 128, (4, length))
+    rows[1] = 127
+    rows[2] = -128
+    rows[3] = -128
+    rows[3, length // 2] = 127
+    dut = Shiftmax(mode=mode, lanes=lanes, max_row=32)
+    got = _rows_through(dut, rows, lanes, softmax_params(mode, scale, length, out_bits), 0.3)
+    want, _ = intops.shiftmax(rows, scale, out_bits=out_bits, mode=mode)
+    assert got == want.tolist()
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(mode="fp32", lanes=4), "mode must be 'ivit' or 'dyad'"),
+    (dict(mode="dyad", lanes=0), "lanes must be a positive integer"),
+    (dict(mode="dyad", lanes=4, in_bits=12), "in_bits must be 8 or 16"),
+    (dict(mode="dyad", lanes=4, max_row=0), r"max_row must be an integer in \[1, 4096\]"),
+])
+def test_shiftmax_errors(kw, message):
+    with pytest.raises(ValueError, match=message):
+        Shiftmax(**kw)
+
+
+def test_gelu_and_divider_errors():
+    with pytest.raises(ValueError, match="in_bits must be 8 or 16"):
+        GeluUnit(lanes=4, in_bits=9)
+    with pytest.raises(ValueError, match="lanes must be a positive integer"):
+        GeluUnit(lanes=0, in_bits=8)
+    with pytest.raises(ValueError, match=r"num_bits must be an integer in \[1, 64\]"):
+        SequentialDivider(0, 4)
+    with pytest.raises(ValueError, match="coefficient does not fit"):
+        k = intops.ct_gelu_poly(4 / 127, 8, frac_bits=16)
+        gelu_params(intops.GeluPoly(k.seg_shift, k.frac_bits, k.guard, (1 << 30,), (0,), (0,)))
+
+
+@pytest.mark.parametrize("mode", ["ivit", "dyad"])
+@pytest.mark.parametrize("lanes, length, in_bits", [(4, 18, 16), (3, 9, 8), (1, 1, 16), (4, 32, 16)])
+def test_layernorm_unit(mode, lanes, length, in_bits):
+    from hw.layernorm import LayerNorm
+    rng = np.random.default_rng(length + lanes)
+    hi = (1 << (in_bits - 1)) - 1
+    rows = [np.clip(np.rint(rng.normal(0, s * hi, length)), -hi - 1, hi).astype(np.int64)
+            for s in (0.01, 0.3, 1.0)]
+    rows += [np.full(length, 77), np.full(length, -hi - 1), np.arange(length) - length // 2,
+             np.where(np.arange(length) % 2, hi, -hi - 1)]
+    got = _rows_through(LayerNorm(mode=mode, lanes=lanes, in_bits=in_bits, max_row=32), rows,
+                        lanes, None, 0.3)
+    for row, g in zip(rows, got):
+        assert g == intops.layernorm_normalize(row, mode=mode)[0].tolist()
+
+
+@pytest.mark.parametrize("bits", [2, 9, 45, 62])
+def test_isqrt_unit(bits):
+    from hw.isqrt import SequentialSqrt
+    rnd = random.Random(bits)
+    cases = [c for c in (0, 1, 2, 3, 4, (1 << bits) - 1) if c < 1 << bits]
+    cases += [rnd.randrange(1 << bits) for _ in range(30)]
+    dut, got = SequentialSqrt(bits), []
+
+    async def producer(ctx):
+        await feed(ctx, dut.i, cases, rnd, 0.3)
+
+    async def consumer(ctx):
+        got.extend(await drain(ctx, dut.o, len(cases), rnd, 0.3))
+
+    simulate(dut, producer, consumer)
+    assert got == [int(v) for v in intops.isqrt(np.array(cases, np.int64))]
