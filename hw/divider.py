@@ -9,7 +9,7 @@ least that many beats.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -54,3 +54,24 @@ class SequentialDivider(wiring.Component):
             with m.If(count == 1):
                 m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
         return m
+
+
+
+def pipelined_quotient(p, num: int, den, bits: int, carry=(), name: str = "pdiv"):
+    """``num // den`` for a constant ``num < 2^bits`` and an unsigned value ``den >= 1``: one
+    restoring step per stage of the :class:`~hw.pipeline.Pipeline` ``p`` (``bits`` stages, a new
+    division every cycle). ``carry`` values are delayed alongside. Returns ``(quotient, carried)``.
+    """
+    if not 0 <= num < 1 << bits:
+        raise ValueError(f"num must be in [0, 2^{bits}), not {num!r}")
+    width = len(den) + 1
+    rem, quot = Const(0, width), Const(0, 1)
+    carried = list(carry)
+    for k in reversed(range(bits)):
+        trial = Cat(Const((num >> k) & 1, 1), rem)
+        take = trial >= den
+        rem = p.stage(Mux(take, trial - den, trial)[:width], f"{name}_rem{k}")
+        quot = p.stage(Cat(take, quot)[:bits], f"{name}_q{k}")
+        den = p.stage(den, f"{name}_den{k}")
+        carried = [p.stage(v, f"{name}_c{i}_{k}") for i, v in enumerate(carried)]
+    return quot, carried

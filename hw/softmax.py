@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import validating
 from .divider import SequentialDivider
 from .pipeline import vector_layout
+from .shiftexp import shift_exp
 
 __all__ = ["Shiftmax", "params_layout", "params_value", "EXP_LATENCY"]
 
@@ -104,7 +105,7 @@ class Shiftmax(wiring.Component):
         prm = self.params
 
         def reg(v, name):
-            r = Signal(v.shape(), name=f"{name}_{n}")
+            r = Signal(v.shape(), name=f"{name}_{n}" if not name.startswith("sx") else name)
             m.d.sync += r.eq(v)
             return r
 
@@ -118,21 +119,8 @@ class Shiftmax(wiring.Component):
             octave3 = reg(octave2, "oct3")
             P = prm.c0 + w
             return reg(Mux(octave3 > DYAD_GUARD, 0, P >> octave3[:5]), "e")
-        # ivit: xp = x + (x >> 1) - (x >> 4); clamp at n * x0; q = xp // x0; r = xp - q x0
-        x0 = prm.x0
-        xp = reg(x + (x >> 1) - (x >> 4), "xp")
-        xc = reg(Mux(xp < IVIT_N * x0, IVIT_N * x0, xp), "xc")
-        a, d = -xc, -x0                         # both >= 0; q = a // d <= n < 16
-        rem = a
-        bits = []
-        for k in reversed(range(4)):
-            take = rem >= (d << k)
-            rem = Mux(take, rem - (d << k), rem)
-            bits.append(take)
-        q = reg(Cat(*reversed(bits)), "q")
-        r = reg(-rem, "r")                       # xp - q x0, in (x0, 0]
-        e = reg(((r - 2 * x0) << (IVIT_N - q)[:4]) >> 1, "e")
-        return reg(e, "e2")
+        # ivit: four shift-exponential stages and one more to match the dyad latency
+        return reg(shift_exp(reg, x, prm.x0, IVIT_N, f"sx{n}"), "e_ivit")
 
     def elaborate(self, platform):
         m = Module()

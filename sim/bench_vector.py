@@ -1,4 +1,4 @@
-"""cocotb bench for the vector units (``$DYAD_UNIT``: ``gelu`` or ``shiftmax``) against
+"""cocotb bench for the vector units (``$DYAD_UNIT``: gelu, shiftgelu, shiftmax, layernorm) against
 :mod:`gen.intops`, bit for bit.
 
 ``$DYAD_UNIT_ARGS`` (JSON) holds the unit's constructor arguments. For every case (scale, row length,
@@ -27,6 +27,12 @@ ARGS = json.loads(os.environ.get("DYAD_UNIT_ARGS", "{}"))
 
 def _unit_params(scale: float, row_len: int, out_bits: int) -> tuple:
     """``(params layout, params value, golden(row) -> outputs)`` for one case."""
+    if UNIT == "layernorm":
+        return None, None, lambda row: intops.layernorm_normalize(row, mode=ARGS["mode"])[0]
+    if UNIT == "shiftgelu":
+        from hw.shiftgelu import params_layout, params_value
+        return (params_layout(), params_value(scale),
+                lambda row: intops.shift_gelu(row, scale, mode="ivit")[0])
     if UNIT == "gelu":
         from hw.gelu import params_layout, params_value
         k = intops.ct_gelu_poly(scale, ARGS["in_bits"])
@@ -39,6 +45,11 @@ def _unit_params(scale: float, row_len: int, out_bits: int) -> tuple:
 
 
 def _out_bits() -> int:
+    if UNIT == "layernorm":
+        from hw.layernorm import OUT_BITS
+        return OUT_BITS
+    if UNIT == "shiftgelu":
+        return ARGS.get("in_bits", 8) + 8
     if UNIT == "gelu":
         from hw.gelu import MAX_FRAC_BITS
         return ARGS["in_bits"] + MAX_FRAC_BITS + 1
@@ -89,6 +100,12 @@ def _cases():
     if UNIT == "gelu":
         scales = [4 / 127, 8 / 127, 0.5] if in_bits == 8 else [1e-3, 8 / 32767, 0.01]
         return [(s, max_row, None) for s in scales]
+    if UNIT == "layernorm":
+        return [(None, max_row, None), (None, 1, None), (None, max(1, max_row // 3), None)]
+    if UNIT == "shiftgelu":
+        scales = [4 / 127, 8 / 127, 0.1] if in_bits == 8 else [0.01, 0.003]
+        return [(s, max_row, None) for s in scales] + [(4 / 127 if in_bits == 8 else 0.01, 1,
+                                                        None)]
     return [(0.05, max_row, 16), (0.2, 17, 16), (0.02, 1, 16), (0.1, max(1, max_row // 2 + 1), 8),
             (1.5, 3, 16)]
 
@@ -102,7 +119,8 @@ async def rows_bit_exact(dut):
     checked = rows_checked = 0
     for scale, length, out_bits in _cases():
         layout, value, golden = _unit_params(scale, length, out_bits)
-        dut.params.value = layout.const(value).as_bits()
+        if layout is not None:
+            dut.params.value = layout.const(value).as_bits()
         rows = _rows(rng, length, in_bits, 9)
         for row in rows:
             tb.send_row(row)
@@ -129,7 +147,8 @@ async def throughput(dut):
     in_bits = ARGS.get("in_bits", 8)
     scale, length, out_bits = _cases()[0]
     layout, value, golden = _unit_params(scale, length, out_bits)
-    dut.params.value = layout.const(value).as_bits()
+    if layout is not None:
+        dut.params.value = layout.const(value).as_bits()
     rows = _rows(rng, length, in_bits, 12)
     for row in rows:
         tb.send_row(row)

@@ -58,10 +58,15 @@ def test_requant(kw):
 VECTOR_UNITS = [
     ("gelu", dict(lanes=1, in_bits=8)),
     ("gelu", dict(lanes=16, in_bits=16)),
+    ("shiftgelu", dict(lanes=4, in_bits=8, max_row=64)),
+    ("shiftgelu", dict(lanes=1, in_bits=16, max_row=16)),
     ("shiftmax", dict(mode="dyad", lanes=1, in_bits=8, max_row=24)),
     ("shiftmax", dict(mode="dyad", lanes=16, in_bits=8, max_row=200)),
     ("shiftmax", dict(mode="ivit", lanes=4, in_bits=8, max_row=64)),
     ("shiftmax", dict(mode="ivit", lanes=16, in_bits=16, max_row=200)),
+    ("layernorm", dict(mode="dyad", lanes=16, in_bits=16, max_row=384)),
+    ("layernorm", dict(mode="ivit", lanes=4, in_bits=16, max_row=64)),
+    ("layernorm", dict(mode="dyad", lanes=1, in_bits=8, max_row=16)),
 ]
 
 
@@ -72,7 +77,10 @@ def test_vector_unit(unit, args):
     import json
 
     from hw.gelu import GeluUnit
+    from hw.layernorm import LayerNorm
+    from hw.shiftgelu import ShiftGelu
     from hw.softmax import Shiftmax
-    ctor = {"gelu": GeluUnit, "shiftmax": Shiftmax}[unit]
+    ctor = {"gelu": GeluUnit, "shiftgelu": ShiftGelu, "shiftmax": Shiftmax,
+            "layernorm": LayerNorm}[unit]
     run_cocotb(ctor(**args), unit, "sim.bench_vector", build_dir_for(unit, args),
                env={"DYAD_UNIT": unit, "DYAD_UNIT_ARGS": json.dumps(args)})

@@ -134,3 +134,19 @@ def test_isqrt_unit(bits):
 
     simulate(dut, producer, consumer)
     assert got == [int(v) for v in intops.isqrt(np.array(cases, np.int64))]
+
+
+@pytest.mark.parametrize("lanes, length, in_bits, scale",
+                         [(3, 9, 8, 0.1), (1, 1, 16, 8 / 127)])
+def test_shiftgelu_unit(lanes, length, in_bits, scale):
+    from hw.shiftgelu import ShiftGelu
+    from hw.shiftgelu import params_value as sg_params
+    rng = np.random.default_rng(length)
+    lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
+    rows = [rng.integers(lo, hi + 1, length) for _ in range(3)]
+    rows += [np.full(length, lo), np.full(length, hi), np.full(length, -3),     # all-negative
+             np.where(np.arange(length) == 0, hi, lo)]
+    got = _rows_through(ShiftGelu(lanes=lanes, in_bits=in_bits, max_row=32), rows, lanes,
+                        sg_params(scale), 0.3)
+    for row, g in zip(rows, got):
+        assert g == intops.shift_gelu(row, scale, mode="ivit")[0].tolist()
