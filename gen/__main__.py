@@ -57,7 +57,7 @@ def _config_from_args(args):
             raise CliError(f"--bits {args.bits}: must be 4 or 8 (use --act-bits 16 for 16-bit "
                            f"activations)")
         kw["wbits"] = args.bits
-    for name in ("act_bits", "kmax", "lanes", "mbits", "device"):
+    for name in ("act_bits", "kmax", "lanes", "mbits", "device", "mode"):
         value = getattr(args, name)
         if value is not None:
             kw["abits" if name == "act_bits" else name] = value
@@ -94,6 +94,7 @@ def _add_build_args(p):
     p.add_argument("--lanes", type=int, default=None, help="vector lanes (default: cols)")
     p.add_argument("--mbits", type=int, default=None, help="requant mantissa bits (8..31)")
     p.add_argument("--device", default=None, help="ecp5-25f | ecp5-45f | ecp5-85f | ice40-up5k")
+    p.add_argument("--mode", default=None, help="numeric mode of the nonlinear units: dyad | ivit")
     p.add_argument("--out", type=Path, default=None, help="output directory (default build/NAME)")
     p.add_argument("--seeds", type=int, default=1, help="place-and-route seeds (median reported)")
     p.add_argument("--unit", action="append", default=None,

@@ -16,13 +16,32 @@ from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
 from hw.config import AcceleratorConfig
+from hw.gelu import GeluUnit
+from hw.layernorm import LayerNorm
 from hw.requant import Requantizer
+from hw.shiftgelu import ShiftGelu
+from hw.softmax import Shiftmax
 from hw.systolic import SystolicArray
 
 __all__ = ["UNITS", "build", "layout_json", "BuiltUnit"]
 
-# unit name -> constructor; each becomes its own Verilog module and report row
-UNITS = {"systolic": SystolicArray, "requant": Requantizer}
+
+def _gelu(cfg: AcceleratorConfig):
+    if cfg.mode == "ivit":
+        return ShiftGelu(lanes=cfg.lanes, in_bits=8, max_row=cfg.max_row)
+    return GeluUnit(lanes=cfg.lanes, in_bits=cfg.abits)
+
+
+# unit name -> constructor from the config; each becomes its own Verilog module and report row
+UNITS = {
+    "systolic": SystolicArray,
+    "requant": Requantizer,
+    "softmax": lambda cfg: Shiftmax(mode=cfg.mode, lanes=cfg.lanes, in_bits=8,
+                                    max_row=cfg.max_row),
+    "gelu": _gelu,
+    "layernorm": lambda cfg: LayerNorm(mode=cfg.mode, lanes=cfg.lanes, in_bits=16,
+                                       max_row=cfg.max_channels),
+}
 
 
 @dataclass(frozen=True)

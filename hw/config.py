@@ -60,6 +60,9 @@ class AcceleratorConfig:
     mbits : requantizer mantissa width (31 reproduces the reference; 18 fits one DSP port).
     out_fifo_rows : depth of the array's output row buffer, in tile rows (>= 2 * rows).
     device : target part, a key of :data:`DEVICES`.
+    mode : numeric mode of the nonlinear units, ``"dyad"`` or ``"ivit"``.
+    max_row : longest softmax / GELU row (sequence length, MLP width) the units buffer.
+    max_channels : largest LayerNorm width C.
     """
     rows: int = 8
     cols: int = 8
@@ -71,6 +74,9 @@ class AcceleratorConfig:
     mbits: int = 31
     out_fifo_rows: int = 0
     device: str = "ecp5-85f"
+    mode: str = "dyad"
+    max_row: int = 256
+    max_channels: int = 1024
     name: str = ""
 
     def __post_init__(self):
@@ -91,6 +97,11 @@ class AcceleratorConfig:
         need(isinstance(self.mbits, int) and 8 <= self.mbits <= 31, "mbits",
              "must be an integer in [8, 31]")
         need(self.device in DEVICES, "device", f"unknown device; known: {', '.join(DEVICES)}")
+        need(self.mode in ("dyad", "ivit"), "mode", "must be 'dyad' or 'ivit'")
+        need(isinstance(self.max_row, int) and 1 <= self.max_row <= 4096, "max_row",
+             "must be an integer in [1, 4096]")
+        need(isinstance(self.max_channels, int) and 1 <= self.max_channels <= 1024,
+             "max_channels", "must be an integer in [1, 1024]")
         if self.lanes == 0:
             object.__setattr__(self, "lanes", self.cols)
         need(isinstance(self.lanes, int) and self.lanes >= 1, "lanes", "must be >= 1")
@@ -101,7 +112,8 @@ class AcceleratorConfig:
              f"({2 * self.rows})")
         if not self.name:
             object.__setattr__(self, "name", f"dyad_{self.rows}x{self.cols}_w{self.wbits}"
-                                             f"a{self.abits}")
+                                             f"a{self.abits}" + ("_ivit" if self.mode == "ivit"
+                                                                 else ""))
         need(self.name.isidentifier(), "name", "must be an identifier")
         self._check_fit()
 

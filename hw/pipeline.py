@@ -6,10 +6,27 @@ steps. The datapath code then reads like the algorithm, and every unit stalls th
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 
-__all__ = ["Pipeline", "vector_layout", "count_shape"]
+__all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "masked_max"]
+
+
+def wire(m: Module, value, name: str):
+    """``value`` as a named combinational signal. Chains that use their previous step more than
+    once (running maxima, restoring division) must go through signals: Amaranth does not share
+    common subexpressions, so an expression chain of n steps would grow as 2^n."""
+    sig = Signal(value.shape(), name=name)
+    m.d.comb += sig.eq(value)
+    return sig
+
+
+def masked_max(m: Module, start, values, count, name: str):
+    """Running maximum of ``start`` and the first ``count`` of ``values`` (one signal per step)."""
+    best = start
+    for n, v in enumerate(values):
+        best = wire(m, Mux((n < count) & (v > best), v, best), f"{name}{n}")
+    return best
 
 
 def count_shape(lanes: int):

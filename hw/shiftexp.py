@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Mux
 
+from .pipeline import wire
+
 __all__ = ["shift_exp", "STAGES"]
 
 STAGES = 4
 
 
-def shift_exp(stage, x, x0, n: int, name: str):
+def shift_exp(m, stage, x, x0, n: int, name: str):
     """``stage(value, name)`` registers a value; ``x0`` is the (negative) CT constant."""
     xp = stage(x + (x >> 1) - (x >> 4), f"{name}_xp")
     xc = stage(Mux(xp < n * x0, n * x0, xp), f"{name}_xc")
@@ -22,8 +24,8 @@ def shift_exp(stage, x, x0, n: int, name: str):
     qbits = n.bit_length()
     rem, bits = a, []
     for k in reversed(range(qbits)):
-        take = rem >= (d << k)
-        rem = Mux(take, rem - (d << k), rem)
+        take = wire(m, rem >= (d << k), f"{name}_take{k}")
+        rem = wire(m, Mux(take, rem - (d << k), rem), f"{name}_rem{k}")
         bits.append(take)
     q = stage(Cat(*reversed(bits)), f"{name}_q")
     r = stage(-rem, f"{name}_r")                      # xp - q * x0, in (x0, 0]

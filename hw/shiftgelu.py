@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import validating
 from .divider import pipelined_quotient
-from .pipeline import Pipeline, vector_layout
+from .pipeline import Pipeline, masked_max, vector_layout, wire
 from .shiftexp import STAGES as EXP_STAGES
 from .shiftexp import shift_exp
 
@@ -81,8 +81,8 @@ class ShiftGelu(wiring.Component):
         a = Mux(neg, -xc, xc + d - 1)
         rem, bits = a, []
         for k in reversed(range(5)):
-            take = rem >= (d << k)
-            rem = Mux(take, rem - (d << k), rem)
+            take = wire(m, rem >= (d << k), f"e2_take{k}")
+            rem = wire(m, Mux(take, rem - (d << k), rem), f"e2_rem{k}")
             bits.append(take)
         qq = Cat(*reversed(bits))
         sat = ~neg & (a >= (d << 5))
@@ -114,10 +114,8 @@ class ShiftGelu(wiring.Component):
                      src.payload.count.eq(Mux(rd_last, last_count, L)),
                      src.payload.data.eq(row_r.data)]
 
-        beat_max = cmax
-        for n in range(L):
-            v = self.i.payload.data[n]
-            beat_max = Mux((n < self.i.payload.count) & (v > beat_max), v, beat_max)
+        beat_max = masked_max(m, cmax, [self.i.payload.data[n] for n in range(L)],
+                              self.i.payload.count, "beat_max")
 
         with m.FSM():
             with m.State("LOAD"):
@@ -155,7 +153,7 @@ class ShiftGelu(wiring.Component):
         m.d.comb += Cat(self.o.payload.count, self.o.payload.last).eq(flags_out)
         for n in range(L):
             q = src.payload.data[n]
-            e1 = shift_exp(p.stage, q - cmax, x0, N, f"l{n}")
+            e1 = shift_exp(m, p.stage, q - cmax, x0, N, f"l{n}")
             q4 = p.delay(q, EXP_STAGES, f"q{n}")
             s = p.stage(Mux(e1 + e2 > SUM_LIMIT, SUM_LIMIT, e1 + e2)[:31], f"s{n}")
             e1s, q5 = p.stage(e1, f"e1s{n}"), p.stage(q4, f"q5_{n}")

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import validating
 from .divider import SequentialDivider
-from .pipeline import vector_layout
+from .pipeline import masked_max, vector_layout
 from .shiftexp import shift_exp
 
 __all__ = ["Shiftmax", "params_layout", "params_value", "EXP_LATENCY"]
@@ -120,7 +120,7 @@ class Shiftmax(wiring.Component):
             P = prm.c0 + w
             return reg(Mux(octave3 > DYAD_GUARD, 0, P >> octave3[:5]), "e")
         # ivit: four shift-exponential stages and one more to match the dyad latency
-        return reg(shift_exp(reg, x, prm.x0, IVIT_N, f"sx{n}"), "e_ivit")
+        return reg(shift_exp(m, reg, x, prm.x0, IVIT_N, f"sx{n}"), "e_ivit")
 
     def elaborate(self, platform):
         m = Module()
@@ -141,11 +141,8 @@ class Shiftmax(wiring.Component):
         f = Signal(self.num_bits)
 
         # ---- phase 1: load --------------------------------------------------------------------
-        beat_max = rmax
-        for n in range(L):
-            v = self.i.payload.data[n]
-            ok = n < self.i.payload.count
-            beat_max = Mux(ok & (v > beat_max), v, beat_max)
+        beat_max = masked_max(m, rmax, [self.i.payload.data[n] for n in range(L)],
+                              self.i.payload.count, "beat_max")
 
         # ---- phase 2 pipeline: read -> exp -> accumulate/store -------------------------------
         rd_valid = Signal()                              # a read issued last cycle

