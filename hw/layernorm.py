@@ -22,10 +22,11 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .checks import validating
+from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
 from .pipeline import vector_layout
+from .rowbuffer import RowEmitter, load_beats
 
 __all__ = ["LayerNorm", "OUT_BITS"]
 
@@ -39,14 +40,8 @@ class LayerNorm(wiring.Component):
 
     def __init__(self, *, mode: str, lanes: int, in_bits: int = 16, max_row: int = 1024):
         with validating(self):
-            if mode not in ("ivit", "dyad"):
-                raise ValueError(f"mode must be 'ivit' or 'dyad', not {mode!r}")
-            if not isinstance(lanes, int) or lanes < 1:
-                raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-            if in_bits not in (8, 16):
-                raise ValueError(f"in_bits must be 8 or 16, not {in_bits!r}")
-            if not isinstance(max_row, int) or not 1 <= max_row <= 1024:
-                raise ValueError(f"max_row must be an integer in [1, 1024], not {max_row!r}")
+            check_row_unit(mode=mode, lanes=lanes, in_bits=in_bits, max_row=max_row,
+                           max_row_limit=1024)
         self.mode, self.lanes, self.in_bits, self.max_row = mode, lanes, in_bits, max_row
         self.depth = -(-max_row // lanes)
         log_c = math.ceil(math.log2(max_row + 1))
@@ -99,42 +94,31 @@ class LayerNorm(wiring.Component):
         for n in range(L):
             sq_sum = sq_sum + sq[n]
 
-        # ---- output: held registered beat, read port enabled only when advancing ---------------
-        out_valid, out_last = Signal(), Signal()
-        out_count = Signal.like(self.o.payload.count)
-        out_data = [Signal(signed(OUT_BITS), name=f"out{n}") for n in range(L)]
-        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.last.eq(out_last),
-                     self.o.payload.count.eq(out_count)]
-        m.d.comb += [self.o.payload.data[n].eq(out_data[n]) for n in range(L)]
+        # ---- output: held registered beats from the replayed row ---------------------------------
+        out = RowEmitter(m, self.o, row_r, ptr, beats, last_count, L)
         outs = [((y * f) >> 1)[:OUT_BITS] for y in ys]
+
+        def divide(state, num, den, on_result, then):
+            """Two states: hand ``num // den`` to the shared divider, then take the result."""
+            with m.State(state):
+                m.d.comb += [div.i.valid.eq(1), div.i.payload.num.eq(num),
+                             div.i.payload.den.eq(den)]
+                with m.If(div.i.ready):
+                    m.next = state + "_Q"
+            with m.State(state + "_Q"):
+                m.d.comb += div.o.ready.eq(1)
+                with m.If(div.o.valid):
+                    m.d.sync += on_result
+                    m.next = then
 
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += [self.i.ready.eq(1), row_w.addr.eq(ptr),
-                             row_w.data.eq(self.i.payload.data.as_value()),
-                             row_w.en.eq(self.i.valid & (ptr < self.depth))]
-                with m.If(self.i.valid):
-                    m.d.sync += [total.eq(total + beat_sum),
-                                 n_elems.eq(n_elems + self.i.payload.count)]
-                    with m.If(ptr < self.depth):
-                        m.d.sync += ptr.eq(ptr + 1)
-                    with m.Else():
-                        m.d.sync += self.error.eq(1)
-                    with m.If(self.i.payload.last):
-                        m.d.sync += [beats.eq(Mux(ptr < self.depth, ptr + 1, ptr)),
-                                     last_count.eq(self.i.payload.count)]
-                        m.next = "MEAN"
-            with m.State("MEAN"):
-                mag = Mux(total < 0, -total, total)
-                m.d.comb += [div.i.valid.eq(1), div.i.payload.num.eq(mag),
-                             div.i.payload.den.eq(n_elems)]
-                with m.If(div.i.ready):
-                    m.next = "MEAN_Q"
-            with m.State("MEAN_Q"):
-                m.d.comb += div.o.ready.eq(1)
-                with m.If(div.o.valid):
-                    m.d.sync += q0.eq(div.o.payload)
-                    m.next = "MEAN_ROUND"
+                with m.If(load_beats(m, self.i, row_w, ptr, self.depth, self.error, beats,
+                                     last_count, [total.eq(total + beat_sum),
+                                                  n_elems.eq(n_elems + self.i.payload.count)])):
+                    m.next = "MEAN"
+            divide("MEAN", Mux(total < 0, -total, total), n_elems, [q0.eq(div.o.payload)],
+                   "MEAN_ROUND")
             with m.State("MEAN_ROUND"):
                 # round half to even from the remainder; the sign is applied to the magnitude
                 mag = Mux(total < 0, -total, total)
@@ -165,43 +149,19 @@ class LayerNorm(wiring.Component):
                         m.d.sync += k.eq(Mux(sqrt.o.payload == 0, 1, sqrt.o.payload))
                         m.next = "RECIP"
             else:
-                with m.State("NEWTON"):
-                    m.d.comb += [div.i.valid.eq(1), div.i.payload.num.eq(var),
-                                 div.i.payload.den.eq(k)]
-                    with m.If(div.i.ready):
-                        m.next = "NEWTON_Q"
-                with m.State("NEWTON_Q"):
-                    m.d.comb += div.o.ready.eq(1)
-                    with m.If(div.o.valid):
-                        m.d.sync += [k.eq((k + div.o.payload) >> 1), steps.eq(steps + 1)]
-                        m.next = "NEWTON_NEXT"
+                divide("NEWTON", var, k, [k.eq((k + div.o.payload) >> 1), steps.eq(steps + 1)],
+                       "NEWTON_NEXT")
                 with m.State("NEWTON_NEXT"):
                     m.next = "NEWTON"
                     with m.If(steps == IVIT_NEWTON_STEPS):
                         m.next = "RECIP"
-            with m.State("RECIP"):
-                m.d.comb += [div.i.valid.eq(1), div.i.payload.num.eq((1 << 31) - 1),
-                             div.i.payload.den.eq(Mux(k == 0, 1, k))]
-                with m.If(div.i.ready):
-                    m.next = "RECIP_Q"
-            with m.State("RECIP_Q"):
-                m.d.comb += div.o.ready.eq(1)
-                with m.If(div.o.valid):
-                    m.d.sync += [f.eq(div.o.payload), ptr.eq(0)]
-                    m.next = "PRIME"
+            divide("RECIP", (1 << 31) - 1, Mux(k == 0, 1, k), [f.eq(div.o.payload), ptr.eq(0)],
+                   "PRIME")
             with m.State("PRIME"):
-                m.d.comb += row_r.en.eq(1)                 # row beat 0 appears next cycle
-                m.d.sync += ptr.eq(1)
+                out.prime()
                 m.next = "OUT"
             with m.State("OUT"):
-                with m.If(~out_valid | self.o.ready):
-                    m.d.comb += row_r.en.eq(1)
-                    with m.If(ptr <= beats):
-                        is_last = ptr == beats
-                        m.d.sync += [out_valid.eq(1), out_last.eq(is_last),
-                                     out_count.eq(Mux(is_last, last_count, L)), ptr.eq(ptr + 1)]
-                        m.d.sync += [out_data[n].eq(outs[n]) for n in range(L)]
-                    with m.Else():
-                        m.d.sync += [out_valid.eq(0), ptr.eq(0), total.eq(0), n_elems.eq(0)]
-                        m.next = "LOAD"
+                with m.If(out.emit(outs)):
+                    m.d.sync += [total.eq(0), n_elems.eq(0)]
+                    m.next = "LOAD"
         return m

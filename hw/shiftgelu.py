@@ -22,9 +22,10 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .checks import validating
+from .checks import check_row_unit, validating
 from .divider import pipelined_quotient
 from .pipeline import Pipeline, masked_max, vector_layout, wire
+from .rowbuffer import load_beats
 from .shiftexp import STAGES as EXP_STAGES
 from .shiftexp import shift_exp
 
@@ -56,12 +57,7 @@ class ShiftGelu(wiring.Component):
 
     def __init__(self, *, lanes: int, in_bits: int = 8, max_row: int = 1024):
         with validating(self):
-            if not isinstance(lanes, int) or lanes < 1:
-                raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-            if in_bits not in (8, 16):
-                raise ValueError(f"in_bits must be 8 or 16, not {in_bits!r}")
-            if not isinstance(max_row, int) or not 1 <= max_row <= 4096:
-                raise ValueError(f"max_row must be an integer in [1, 4096], not {max_row!r}")
+            check_row_unit(lanes=lanes, in_bits=in_bits, max_row=max_row, max_row_limit=4096)
         self.lanes, self.in_bits, self.max_row = lanes, in_bits, max_row
         self.depth = -(-max_row // lanes)
         self.out_bits = in_bits + 8
@@ -119,19 +115,9 @@ class ShiftGelu(wiring.Component):
 
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += [self.i.ready.eq(1), row_w.addr.eq(ptr),
-                             row_w.data.eq(self.i.payload.data.as_value()),
-                             row_w.en.eq(self.i.valid & (ptr < self.depth))]
-                with m.If(self.i.valid):
-                    m.d.sync += cmax.eq(beat_max)
-                    with m.If(ptr < self.depth):
-                        m.d.sync += ptr.eq(ptr + 1)
-                    with m.Else():
-                        m.d.sync += self.error.eq(1)
-                    with m.If(self.i.payload.last):
-                        m.d.sync += [beats.eq(Mux(ptr < self.depth, ptr + 1, ptr)),
-                                     last_count.eq(self.i.payload.count)]
-                        m.next = "E2"
+                with m.If(load_beats(m, self.i, row_w, ptr, self.depth, self.error, beats,
+                                     last_count, [cmax.eq(beat_max)])):
+                    m.next = "E2"
             with m.State("E2"):
                 m.d.sync += [e2.eq(self._e2(m, cmax, x0)), ptr.eq(0), rd_v.eq(0)]
                 m.next = "REPLAY"

@@ -24,9 +24,10 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .checks import validating
+from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .pipeline import masked_max, vector_layout
+from .rowbuffer import RowEmitter, load_beats
 from .shiftexp import shift_exp
 
 __all__ = ["Shiftmax", "params_layout", "params_value", "EXP_LATENCY"]
@@ -73,14 +74,8 @@ class Shiftmax(wiring.Component):
 
     def __init__(self, *, mode: str, lanes: int, in_bits: int = 8, max_row: int = 256):
         with validating(self):
-            if mode not in ("ivit", "dyad"):
-                raise ValueError(f"mode must be 'ivit' or 'dyad', not {mode!r}")
-            if not isinstance(lanes, int) or lanes < 1:
-                raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-            if in_bits not in (8, 16):
-                raise ValueError(f"in_bits must be 8 or 16, not {in_bits!r}")
-            if not isinstance(max_row, int) or not 1 <= max_row <= 4096:
-                raise ValueError(f"max_row must be an integer in [1, 4096], not {max_row!r}")
+            check_row_unit(mode=mode, lanes=lanes, in_bits=in_bits, max_row=max_row,
+                           max_row_limit=4096)
         self.mode, self.lanes, self.in_bits, self.max_row = mode, lanes, in_bits, max_row
         self.depth = -(-max_row // lanes)
         x_bits = in_bits + 1
@@ -189,29 +184,14 @@ class Shiftmax(wiring.Component):
                 rounded = ((prod >> (shift - 1)[:7]) + 1) >> 1
                 pv = Mux(rounded > limit, limit, rounded)
             outs.append(pv[:16])
-        out_valid = Signal()
-        out_last = Signal()
-        out_count = Signal.like(self.o.payload.count)
-        out_data = [Signal(16, name=f"p{n}") for n in range(L)]
-        m.d.comb += [self.o.valid.eq(out_valid), self.o.payload.last.eq(out_last),
-                     self.o.payload.count.eq(out_count)]
-        m.d.comb += [self.o.payload.data[n].eq(out_data[n]) for n in range(L)]
+        out = RowEmitter(m, self.o, e_r, ptr, beats, last_count, L)
 
         with m.FSM():
             with m.State("LOAD"):
-                m.d.comb += [self.i.ready.eq(1), row_w.addr.eq(ptr),
-                             row_w.data.eq(self.i.payload.data.as_value()),
-                             row_w.en.eq(self.i.valid & (ptr < self.depth))]
-                with m.If(self.i.valid):
-                    m.d.sync += rmax.eq(beat_max)
-                    with m.If(ptr < self.depth):
-                        m.d.sync += ptr.eq(ptr + 1)
-                    with m.Else():                      # row longer than max_row: flag, drop
-                        m.d.sync += self.error.eq(1)
-                    with m.If(self.i.payload.last):
-                        m.d.sync += [beats.eq(ptr + 1), last_count.eq(self.i.payload.count),
-                                     ptr.eq(0), total.eq(0)]
-                        m.next = "EXP"
+                with m.If(load_beats(m, self.i, row_w, ptr, self.depth, self.error, beats,
+                                     last_count, [rmax.eq(beat_max)])):
+                    m.d.sync += [ptr.eq(0), total.eq(0)]
+                    m.next = "EXP"
             with m.State("EXP"):
                 # issue reads for every beat, then let the exp pipeline drain
                 with m.If(ptr < beats):
@@ -239,23 +219,10 @@ class Shiftmax(wiring.Component):
                     m.d.sync += [f.eq(div.o.payload), ptr.eq(0)]
                     m.next = "READ"
             with m.State("READ"):
-                # the e buffer's read data for ptr appears next cycle
-                m.d.comb += e_r.en.eq(1)
-                m.d.sync += ptr.eq(ptr + 1)
+                out.prime()
                 m.next = "OUT"
             with m.State("OUT"):
-                # a registered output beat is held until taken; e_r.data holds beat ptr - 1
-                # (the read port is only enabled when the output advances)
-                with m.If(~out_valid | self.o.ready):
-                    m.d.comb += e_r.en.eq(1)
-                    with m.If(ptr <= beats):
-                        is_last = ptr == beats
-                        m.d.sync += [out_valid.eq(1), out_last.eq(is_last),
-                                     out_count.eq(Mux(is_last, last_count, L))]
-                        m.d.sync += [out_data[n].eq(outs[n]) for n in range(L)]
-                        m.d.sync += ptr.eq(ptr + 1)
-                    with m.Else():
-                        m.d.sync += out_valid.eq(0)
-                        m.d.sync += [ptr.eq(0), rmax.eq(-(1 << (self.in_bits - 1)))]
-                        m.next = "LOAD"
+                with m.If(out.emit(outs)):
+                    m.d.sync += rmax.eq(-(1 << (self.in_bits - 1)))
+                    m.next = "LOAD"
         return m

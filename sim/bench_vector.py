@@ -110,6 +110,14 @@ def _cases():
             (1.5, 3, 16)]
 
 
+def _load_case(dut, scale, length, out_bits):
+    """Drive the case's constants onto ``params`` (while the unit is idle); returns the golden."""
+    layout, value, golden = _unit_params(scale, length, out_bits)
+    if layout is not None:
+        dut.params.value = layout.const(value).as_bits()
+    return golden
+
+
 @cocotb.test()
 async def rows_bit_exact(dut):
     tb = VectorTB(dut, stall=0.3)
@@ -118,9 +126,7 @@ async def rows_bit_exact(dut):
     in_bits = ARGS.get("in_bits", 8)
     checked = rows_checked = 0
     for scale, length, out_bits in _cases():
-        layout, value, golden = _unit_params(scale, length, out_bits)
-        if layout is not None:
-            dut.params.value = layout.const(value).as_bits()
+        golden = _load_case(dut, scale, length, out_bits)
         rows = _rows(rng, length, in_bits, 9)
         for row in rows:
             tb.send_row(row)
@@ -146,9 +152,7 @@ async def throughput(dut):
     rng = np.random.default_rng(SEED + 1)
     in_bits = ARGS.get("in_bits", 8)
     scale, length, out_bits = _cases()[0]
-    layout, value, golden = _unit_params(scale, length, out_bits)
-    if layout is not None:
-        dut.params.value = layout.const(value).as_bits()
+    golden = _load_case(dut, scale, length, out_bits)
     rows = _rows(rng, length, in_bits, 12)
     for row in rows:
         tb.send_row(row)

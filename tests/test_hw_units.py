@@ -5,6 +5,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from simstreams import drain, feed, simulate
 
 from gen import intops
 from hw.config import DEVICES, PRESETS, AcceleratorConfig, ConfigError
@@ -22,22 +23,13 @@ def _run_array(cfg, ks, stall, seed=0):
     tiles.append((np.full((cfg.rows, cfg.kmax), alo), np.full((cfg.kmax, cfg.cols), wlo)))
     got = []
 
-    async def feed(ctx, port, beats):
-        for payload in beats:
-            while rnd.random() < stall:
-                await ctx.tick()
-            ctx.set(port.valid, 1)
-            ctx.set(port.payload, payload)
-            await ctx.tick().until(port.ready)
-            ctx.set(port.valid, 0)
-
     async def feed_a(ctx):
         await feed(ctx, dut.a, [{"data": [int(v) for v in A[:, k]], "last": int(k == A.shape[1]
-                                 - 1)} for A, _ in tiles for k in range(A.shape[1])])
+                                 - 1)} for A, _ in tiles for k in range(A.shape[1])], rnd, stall)
 
     async def feed_b(ctx):
         await feed(ctx, dut.b, [[int(v) for v in B[k]] for _, B in tiles
-                                for k in range(B.shape[0])])
+                                for k in range(B.shape[0])], rnd, stall)
 
     async def drain(ctx):
         for _ in tiles:
@@ -76,29 +68,13 @@ def test_requant_amaranth_sim():
     beats = vectors(cfg, 60, np.random.default_rng(3))
     dut, rnd, got = Requantizer(cfg), random.Random(3), []
 
-    async def feed(ctx):
-        for bt in beats:
-            while rnd.random() < 0.3:
-                await ctx.tick()
-            ctx.set(dut.i.valid, 1)
-            ctx.set(dut.i.payload, bt)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
+    async def producer(ctx):
+        await feed(ctx, dut.i, beats, rnd, 0.3)
 
-    async def drain(ctx):
-        for _ in beats:
-            while rnd.random() < 0.3:
-                await ctx.tick()
-            ctx.set(dut.o.ready, 1)
-            payload, = await ctx.tick().sample(dut.o.payload).until(dut.o.valid)
-            ctx.set(dut.o.ready, 0)
-            got.append(list(payload.data))
+    async def consumer(ctx):
+        got.extend(list(p.data) for p in await drain(ctx, dut.o, len(beats), rnd, 0.3))
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(feed)
-    sim.add_testbench(drain)
-    sim.run()
+    simulate(dut, producer, consumer)
     for bt, g in zip(beats, got):
         assert g == expected(bt).tolist()
 
