@@ -49,7 +49,7 @@ def test_array_sweep(kw):
 
 
 @pytest.mark.parametrize("kw", [dict(rows=4, cols=4, lanes=4, mbits=31),
-                                dict(rows=16, cols=16, lanes=16, mbits=18, abits=16)],
+                                dict(rows=2, cols=16, lanes=16, mbits=18, abits=16)],
                          ids=["lanes4_m31", "lanes16_m18"])
 def test_requant(kw):
     _requant(kw)
