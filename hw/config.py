@@ -37,9 +37,10 @@ DEVICES = {d.name: d for d in (
 
 DATAFLOWS = ("os",)
 # LUT4s per LUT-multiplier partial-product bit and per accumulator bit of a PE (accumulator, shadow,
-# read-out mux), measured post-route on ECP5 (8x8: 91 LUTs per PE; 16x16: +256 per 8x8 LUT
-# multiplier), and the fraction of the device the generator is willing to fill
-LUTS_PER_PP_BIT = 4.0
+# read-out mux), measured on ECP5 (8x8 array post-route: 91 LUTs per PE; an 8x8 Booth LUT
+# multiplier synthesises to 115 LUT4 + 20 CCU2C), and the fraction of the device the generator is
+# willing to fill
+LUTS_PER_PP_BIT = 2.6
 LUTS_PER_ACC_BIT = 3.3
 LUT_FILL = 0.9
 DSP_WIDTH = {"ecp5": 18, "ice40": 16}     # MULT18X18D / SB_MAC16 operand width

@@ -4,7 +4,9 @@ Both compute ``p = a * b`` exactly for every signed input (including ``-2^(n-1) 
 register twice, so a processing element can use either without changing its timing. The DSP form
 is a plain ``*`` between registers, which yosys maps onto one MULT18X18D (ECP5) or SB_MAC16
 (iCE40). The LUT form builds the partial products explicitly (no ``$mul`` cell is left for yosys
-to map onto a DSP) and splits the adder tree across the two stages.
+to map onto a DSP): radix-4 Booth recoding of ``b`` halves the partial products; each is ``0, ±a,
+±2a`` formed as a one's complement, with all the ``+1`` corrections gathered into one extra term
+(no negation adder per partial product). The adder tree is split across the two stages.
 """
 from __future__ import annotations
 
@@ -37,15 +39,31 @@ class PipelinedMultiplier(Elaboratable):
             stage = Signal.like(self.p)
             m.d.sync += [stage.eq(a * b), self.p.eq(stage)]
             return m
-        # b = -b[n-1] 2^(n-1) + sum_k b[k] 2^k : one shifted copy of a per bit of b
-        n = len(b)
-        terms = [Mux(b[k], a, 0).as_signed() << k for k in range(n - 1)]
-        terms.append(-(Mux(b[n - 1], a, 0).as_signed() << (n - 1)))
+        terms = _booth_terms(a, b)
         half = (len(terms) + 1) // 2
         lo, hi = Signal.like(self.p), Signal.like(self.p)
         m.d.sync += [lo.eq(_tree_sum(terms[:half])), hi.eq(_tree_sum(terms[half:]))]
         m.d.sync += self.p.eq(lo + hi)
         return m
+
+
+def _booth_terms(a, b):
+    """Radix-4 Booth partial products of signed ``a * b``: digit ``i`` of ``b`` is
+    ``-2 b[2i+1] + b[2i] + b[2i-1]`` in ``{-2..2}``; returns the shifted terms whose sum is
+    ``a * b`` (the last term is the two's-complement correction of the negative digits)."""
+    n = len(b) + (len(b) & 1)                      # even number of bits (sign-extended)
+    bits = [b[k] if k < len(b) else b[-1] for k in range(n)]
+    terms, correction = [], 0
+    for i in range(n // 2):
+        hi, mid = bits[2 * i + 1], bits[2 * i]
+        lo = bits[2 * i - 1] if i else 0
+        one = mid ^ lo
+        two = (hi & ~mid & ~lo) | (~hi & mid & lo)
+        mag = Mux(two, a.as_signed() << 1, Mux(one, a.as_signed(), 0))
+        terms.append(Mux(hi, ~mag, mag).as_signed() << (2 * i))    # ~mag = -mag - 1
+        correction = correction | (hi << (2 * i)) if i else hi
+    terms.append(correction)
+    return terms
 
 
 def _tree_sum(values):

@@ -118,3 +118,40 @@ def test_requant_matches_intops_definition():
     lane = {"x": 1000, "b": 24, "m": int(intops.dyadic(0.1)[0]), "e": int(intops.dyadic(0.1)[1]),
             "c": 0, "r": 0, "rm": 0, "re": 1}
     assert expected({"lane": [lane], "wide": 0, "residual": 0}).tolist() == [102]
+
+
+@pytest.mark.parametrize("abits, wbits, exhaustive", [(8, 4, True), (8, 8, True), (16, 8, False)])
+def test_lut_multiplier(abits, wbits, exhaustive):
+    """The Booth LUT multiplier against Python's product: exhaustive for 8x4 and 8x8."""
+    from amaranth.hdl import Module, Signal, signed
+
+    from hw.multiplier import LATENCY, PipelinedMultiplier
+    a, b = Signal(signed(abits)), Signal(signed(wbits))
+    mul = PipelinedMultiplier(a, b, use_dsp=False)
+    m = Module()
+    m.submodules.mul = mul
+    alo, ahi = -(1 << (abits - 1)), 1 << (abits - 1)
+    wlo, whi = -(1 << (wbits - 1)), 1 << (wbits - 1)
+    if exhaustive:
+        pairs = [(x, y) for x in range(alo, ahi) for y in range(wlo, whi)]
+    else:
+        rnd = random.Random(5)
+        pairs = [(alo, wlo), (alo, whi - 1), (ahi - 1, wlo), (ahi - 1, whi - 1), (0, wlo)]
+        pairs += [(rnd.randrange(alo, ahi), rnd.randrange(wlo, whi)) for _ in range(3000)]
+    bad = []
+
+    async def bench(ctx):
+        history = []
+        for x, y in pairs + [(0, 0)] * LATENCY:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            history.append(x * y)
+            await ctx.tick()
+            if len(history) >= LATENCY and ctx.get(mul.p) != history[-LATENCY]:
+                bad.append((len(history), ctx.get(mul.p), history[-LATENCY]))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not bad, bad[:5]
