@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hw.config import AcceleratorConfig
 
-__all__ = ["UnitReport", "synth_pnr", "ToolError"]
+__all__ = ["UnitReport", "synthesize", "synth_pnr", "ToolError"]
 
 PROGRESS_EVERY = 10.0     # seconds between progress lines
 
@@ -75,13 +75,14 @@ def run_tool(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) ->
                 if _PHASES.match(line):
                     last[0] = line.strip()[:90]
 
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        while proc.poll() is None:
-            reader.join(PROGRESS_EVERY)
-            if proc.poll() is None:
-                log(f"    [{label} {time.perf_counter() - t0:5.0f} s] {last[0]}")
-        reader.join()
+        with proc:
+            reader = threading.Thread(target=pump, daemon=True)
+            reader.start()
+            while proc.poll() is None:
+                reader.join(PROGRESS_EVERY)
+                if proc.poll() is None:
+                    log(f"    [{label} {time.perf_counter() - t0:5.0f} s] {last[0]}")
+            reader.join()
     if proc.returncode:
         tail = Path(logfile).read_text().splitlines()[-5:]
         raise ToolError(f"{label} failed (exit {proc.returncode}), log {logfile}: "
@@ -89,16 +90,31 @@ def run_tool(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) ->
     return time.perf_counter() - t0
 
 
+def synthesize(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *,
+               log=print) -> tuple[float, dict]:
+    """yosys on ``<top>.v`` in ``build_dir``: writes ``<top>.netlist.json``; returns the seconds
+    taken and the cell counts of yosys's ``stat`` (e.g. ``{"LUT4": 115, "MULT18X18D": 4}``)."""
+    build_dir = Path(build_dir)
+    synth_cmd = "synth_ecp5" if cfg.dev.family == "ecp5" else "synth_ice40 -dsp"
+    log(f"  {unit}: yosys {synth_cmd.split()[0]} ...")
+    seconds = run_tool([_tool("yosys"), "-p",
+                        f"read_verilog {top}.v; {synth_cmd} -top {top} -json {top}.netlist.json; "
+                        f"tee -q -o {top}.stat.txt stat"],
+                       build_dir, f"{unit} yosys", build_dir / f"{top}.yosys.out", log)
+    cells = {}
+    for line in (build_dir / f"{top}.stat.txt").read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit():
+            cells[parts[1]] = cells.get(parts[1], 0) + int(parts[0])
+    return seconds, cells
+
+
 def synth_pnr(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *, seed: int = 1,
               freq_mhz: float = 250.0, log=print) -> UnitReport:
     """Synthesise and place-and-route one built unit (its ``<top>.v`` must be in ``build_dir``)."""
     build_dir = Path(build_dir)
     dev = cfg.dev
-    synth_cmd = "synth_ecp5" if dev.family == "ecp5" else "synth_ice40 -dsp"
-    log(f"  {unit}: yosys {synth_cmd.split()[0]} ...")
-    t_syn = run_tool([_tool("yosys"), "-p",
-                      f"read_verilog {top}.v; {synth_cmd} -top {top} -json {top}.netlist.json"],
-                     build_dir, f"{unit} yosys", build_dir / f"{top}.yosys.out", log)
+    t_syn, _ = synthesize(cfg, build_dir, unit, top, log=log)
     pnr = _tool("nextpnr-ecp5" if dev.family == "ecp5" else "nextpnr-ice40")
     log(f"  {unit}: nextpnr ({dev.name}, seed {seed}) ...")
     t_pnr = run_tool([pnr, *dev.nextpnr_args, "--json", f"{top}.netlist.json",
