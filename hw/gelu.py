@@ -23,7 +23,7 @@ SEGMENTS = 16
 COEF_BITS = 24
 GUARD = 4
 MAX_FRAC_BITS = 16
-LATENCY = 5
+LATENCY = 8
 
 
 def params_layout() -> data.StructLayout:
@@ -84,15 +84,20 @@ class GeluUnit(wiring.Component):
             c2 = p.stage(c2s[idx], f"c2_{n}")
             ins = p.stage(inside, f"inside{n}")
             relu = p.stage(Mux(q > 0, q, 0), f"relu{n}")
-            # s2: (c2 t) >> s ; s3: (c1 + that) t >> s ; s4: + c0, round off the guard bits
-            u = p.stage((c2 * t) >> shift, f"u{n}")
-            t2, c1d, c0d = p.stage(t, f"t2_{n}"), p.stage(c1, f"c1d{n}"), p.delay(c0, 2, f"c0d{n}")
-            w = p.stage(((c1d + u) * t2) >> shift, f"w{n}")
-            ins3, relu3 = p.delay(ins, 2, f"ins{n}"), p.delay(relu, 2, f"relu3_{n}")
-            g = p.stage(Mux(ins3, (c0d + w + (1 << (GUARD - 1))) >> GUARD, 0), f"g{n}")
-            relu4 = p.stage(relu3, f"relu4_{n}")
-            # s5: y = (relu << frac_bits) - g
-            y = p.stage((relu4 << prm.frac_bits) - g, f"y{n}")
+            # one operation per stage: s2 c2*t, s3 >> s, s4 + c1, s5 *t, s6 >> s,
+            # s7 + c0 and round off the guard bits, s8 y = (relu << frac_bits) - g
+            pu = p.stage(c2 * t, f"pu{n}")
+            u = p.stage(pu >> shift, f"u{n}")
+            t3, c1d = p.delay(t, 2, f"t3_{n}"), p.delay(c1, 2, f"c1d{n}")
+            v = p.stage(c1d + u, f"v{n}")
+            t4 = p.stage(t3, f"t4_{n}")
+            pw = p.stage(v * t4, f"pw{n}")
+            w = p.stage(pw >> shift, f"w{n}")
+            c0d, ins6, relu6 = (p.delay(c0, 5, f"c0d{n}"), p.delay(ins, 5, f"ins{n}"),
+                                p.delay(relu, 5, f"relu6_{n}"))
+            g = p.stage(Mux(ins6, (c0d + w + (1 << (GUARD - 1))) >> GUARD, 0), f"g{n}")
+            relu7 = p.stage(relu6, f"relu7_{n}")
+            y = p.stage((relu7 << prm.frac_bits) - g, f"y{n}")
             m.d.comb += self.o.payload.data[n].eq(y)
         p.connect(self.i, self.o, LATENCY)
         return m
