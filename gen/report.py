@@ -134,22 +134,42 @@ def synth_pnr(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *, s
     return UnitReport(unit, luts, ffs, dsps, brams, fmax, t_syn, t_pnr, seed)
 
 
+def _failure_reason(exc: ToolError) -> str:
+    text = str(exc)
+    for marker in ("no BELs remaining to implement cell type", "ERROR:"):
+        if marker in text:
+            return text[text.index(marker):].split("|")[0].strip()[:100]
+    return text[:100]
+
+
 def main_report(cfg: AcceleratorConfig, build_dir: Path, doc: dict, *, seeds: int = 1,
                 units=None, log=print) -> list[UnitReport]:
-    reports = []
+    """Report every built unit (or those in ``units``). A unit the tools cannot place gets a row
+    naming the cause and the others still run; returns the successful reports and raises
+    :class:`ToolError` at the end if any unit failed."""
+    reports, failures = [], {}
     for unit, info in doc["units"].items():
         if units and unit not in units:
             continue
         runs = []
-        for seed in range(1, seeds + 1):
-            r = synth_pnr(cfg, build_dir, unit, info["top"], seed=seed, log=log)
-            log(f"    {unit} seed {seed}: {r.fmax_mhz:.1f} MHz")
-            runs.append(r)
+        try:
+            for seed in range(1, seeds + 1):
+                r = synth_pnr(cfg, build_dir, unit, info["top"], seed=seed, log=log)
+                log(f"    {unit} seed {seed}: {r.fmax_mhz:.1f} MHz")
+                runs.append(r)
+        except ToolError as exc:
+            failures[unit] = _failure_reason(exc)
+            log(f"    {unit}: FAILED: {failures[unit]}")
+            continue
         # nextpnr's Fmax moves +-10 % with the placer seed: report the median run
         runs.sort(key=lambda r: r.fmax_mhz)
         reports.append(runs[len(runs) // 2])
     log(HEADER)
     for r in reports:
         log(r.row())
+    for unit, reason in failures.items():
+        log(f"{unit:10s} failed: {reason}")
     sys.stdout.flush()
+    if failures:
+        raise ToolError(f"{len(failures)} unit(s) failed: {', '.join(failures)}")
     return reports
