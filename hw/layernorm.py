@@ -67,6 +67,8 @@ class LayerNorm(wiring.Component):
         total = Signal(signed(self.sum_bits))
         mean = Signal(signed(W + 1))
         q0 = Signal(self.sum_bits)
+        qn = Signal(self.sum_bits)                         # q0 * C
+        rem2 = Signal(self.sum_bits + 1)                   # 2 * (|sum| - q0 * C)
         var = Signal(vb)
         k = Signal(vb)
         steps = Signal(range(IVIT_NEWTON_STEPS + 1))
@@ -119,10 +121,15 @@ class LayerNorm(wiring.Component):
                     m.next = "MEAN"
             divide("MEAN", Mux(total < 0, -total, total), n_elems, [q0.eq(div.o.payload)],
                    "MEAN_ROUND")
+            # round half to even from the remainder, one operation per state (once per row)
+            mag = Mux(total < 0, -total, total)
             with m.State("MEAN_ROUND"):
-                # round half to even from the remainder; the sign is applied to the magnitude
-                mag = Mux(total < 0, -total, total)
-                rem2 = (mag - q0 * n_elems) << 1
+                m.d.sync += qn.eq(q0 * n_elems)
+                m.next = "MEAN_REM"
+            with m.State("MEAN_REM"):
+                m.d.sync += rem2.eq((mag - qn) << 1)
+                m.next = "MEAN_SIGN"
+            with m.State("MEAN_SIGN"):
                 up = (rem2 > n_elems) | ((rem2 == n_elems) & q0[0])
                 rounded = q0 + up
                 m.d.sync += [mean.eq(Mux(total < 0, -rounded, rounded)), ptr.eq(0), var.eq(0)]
