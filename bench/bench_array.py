@@ -1,6 +1,7 @@
-"""Benchmark of the systolic array (issue figures): for 8x8 and 16x16 int8 on ECP5-85F, the LUT / FF /
-DSP / BRAM use and post-route Fmax from yosys + nextpnr, and the utilisation measured in Verilator
-simulation for M = N = K GEMMs (useful MAC cycles / (cycles x PEs), first beat in to last row out).
+"""Benchmark of the systolic array (issue figures): for 8x8 and 16x16 int8 on ECP5-85F, the LUT /
+FF / DSP / BRAM use and post-route Fmax from yosys + nextpnr, and the utilisation measured in
+Verilator simulation for M = N = K GEMMs (useful MAC cycles / (cycles x PEs), first beat in to last
+row out).
 
     python bench/bench_array.py [--arrays 8x8,16x16] [--sizes 64,128,256] [--no-pnr] [--seeds 3]
 """

@@ -1,9 +1,10 @@
-"""Hugging Face style checkpoints (``config.json`` + ``model.safetensors``) <-> spec + float weights.
+"""Hugging Face style checkpoints (``config.json`` + ``model.safetensors``) <-> spec + float
+weights.
 
-Reads ``ViTModel`` / ``ViTForImageClassification`` and ``BertModel`` / ``BertFor*`` tensor names with
-numpy and safetensors only (no torch, no transformers). :func:`save` writes the same layout, so the
-built-in digits model is an ordinary ViT checkpoint. Pooler weights are ignored: Dyad classifies from
-the first token without the pooler's tanh.
+Reads ``ViTModel`` / ``ViTForImageClassification`` and ``BertModel`` / ``BertFor*`` tensor names
+with numpy and safetensors only (no torch, no transformers). :func:`save` writes the same layout,
+so the built-in digits model is an ordinary ViT checkpoint. Pooler weights are ignored: Dyad
+classifies from the first token without the pooler's tanh.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def _hf_names(spec: TransformerSpec, prefix: str) -> dict[str, str]:
     for i in range(spec.depth):
         for ours, theirs in _LAYER_NAMES[spec.kind].items():
             for suffix in ("weight", "bias"):
-                names[f"layers.{i}.{ours}.{suffix}"] = f"{prefix}encoder.layer.{i}.{theirs}.{suffix}"
+                names[f"layers.{i}.{ours}.{suffix}"] = (
+                    f"{prefix}encoder.layer.{i}.{theirs}.{suffix}")
     if spec.num_classes:
         names["head.weight"] = "classifier.weight"
         names["head.bias"] = "classifier.bias"

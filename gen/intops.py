@@ -1,19 +1,21 @@
 """Integer operator library: the golden definition of every Dyad operator.
 
 Integers in, integers out, computed in int64 numpy. Floats appear only in the ``ct_*`` helpers and
-:func:`dyadic`, which turn real scales into integer constants once, at compile time (CT). The run-time
-(RT) part of every operator uses only integer adds, multiplies, shifts, compares and divisions, so the
-hardware can reproduce it bit for bit. The algorithms and constants are those of
+:func:`dyadic`, which turn real scales into integer constants once, at compile time (CT). The
+run-time (RT) part of every operator uses only integer adds, multiplies, shifts, compares and
+divisions, so the hardware can reproduce it bit for bit. The algorithms and constants are those of
 ``shared/INTEGER_OPS.md``; section numbers below refer to it.
 
 Two numeric modes:
 
 ``ivit``
-    The I-ViT reference code (zkkli/I-ViT) bit for bit: Shiftmax with n=15 and a ``2^31-1`` reciprocal,
-    ShiftGELU with its row max and per-element division, LayerNorm with 10 fixed Newton steps.
+    The I-ViT reference code (zkkli/I-ViT) bit for bit: Shiftmax with n=15 and a ``2^31-1``
+    reciprocal, ShiftGELU with its row max and per-element division, LayerNorm with 10 fixed Newton
+    steps.
 ``dyad``
-    Ours (section 11): Shiftmax with a compile-time reciprocal width, an element-wise piecewise-quadratic
-    GELU without division, exact integer square root, exactly rounded LayerNorm mean.
+    Ours (section 11): Shiftmax with a compile-time reciprocal width, an element-wise
+    piecewise-quadratic GELU without division, exact integer square root, exactly rounded LayerNorm
+    mean.
 
 The I-BERT code forms (:func:`i_exp`, :func:`i_softmax`, :func:`i_gelu`) are provided for reference
 and error measurement.
@@ -91,7 +93,8 @@ def _clamp_signed(x: np.ndarray, bits: int) -> np.ndarray:
 
 
 def quantize(x, scale, bits: int) -> np.ndarray:
-    """Float -> int at the model boundary (section 1.2): round half to even, clamp to signed bits."""
+    """Float -> int at the model boundary (section 1.2): round half to even, clamp to signed
+    bits."""
     scale = np.asarray(scale, dtype=np.float64)
     if np.any(~np.isfinite(scale)) or np.any(scale <= 0):
         raise ValueError("scale must be finite and > 0")
@@ -106,12 +109,12 @@ def quantize(x, scale, bits: int) -> np.ndarray:
 def dyadic(M, mbits: int = 31):
     """Split real multipliers ``M`` into ``(m, e)`` with ``M ~ m / 2^e`` (CT).
 
-    ``m = floor(mant * 2^mbits + 1/2)`` (half up) with ``|M| = mant * 2^E``, ``mant in [0.5, 1)``, and
-    ``e = mbits - E``; when rounding gives ``m = 2^mbits`` it is renormalised to ``(2^(mbits-1), e-1)``.
-    ``m`` carries the sign of ``M`` (negative LayerNorm gamma gives negative multipliers). ``M = 0``
-    gives ``(0, 1)``. Multipliers so small that ``e > 62`` become ``(0, 1)`` too: they round every
-    input of up to ``2^(62-mbits)`` to zero anyway. ``|M| >= 2^(mbits-1)`` (``e < 1``) is refused.
-    Returns int64 arrays (0-d for scalar input).
+    ``m = floor(mant * 2^mbits + 1/2)`` (half up) with ``|M| = mant * 2^E``, ``mant in [0.5, 1)``,
+    and ``e = mbits - E``; when rounding gives ``m = 2^mbits`` it is renormalised to ``(2^(mbits-1),
+    e-1)``. ``m`` carries the sign of ``M`` (negative LayerNorm gamma gives negative multipliers).
+    ``M = 0`` gives ``(0, 1)``. Multipliers so small that ``e > 62`` become ``(0, 1)`` too: they
+    round every input of up to ``2^(62-mbits)`` to zero anyway. ``|M| >= 2^(mbits-1)`` (``e < 1``)
+    is refused. Returns int64 arrays (0-d for scalar input).
     """
     mbits = _bits(mbits, "mbits", 2, 31)
     Mf = np.asarray(M, dtype=np.float64)
@@ -166,7 +169,8 @@ def requant(x, m, e, bits: int, *, bias=None) -> np.ndarray:
 
 
 def requant_sum(terms, bits: int) -> np.ndarray:
-    """Residual add (section 3): ``clamp(sum_i round(x_i * m_i / 2^e_i))``, each term rounded on its own.
+    """Residual add (section 3): ``clamp(sum_i round(x_i * m_i / 2^e_i))``, each term rounded on
+    its own.
 
     ``terms`` is a sequence of ``(x, m, e)``; all ``x`` broadcast to one shape.
     """
@@ -200,8 +204,8 @@ def shift_exp(x, x0: int, n: int) -> np.ndarray:
     """I-ViT ``int_exp_shift`` (section 4.1): ``e * S/2^n ~ exp(x*S)`` for ``x <= 0``.
 
     Positive ``x`` is accepted as the reference code accepts it (ShiftGELU of an all-negative row):
-    the result then grows past ``|x0| * 2^n`` and is saturated at ``2^40``, which is beyond every sum
-    clamp the callers apply, so callers stay bit-exact with the reference.
+    the result then grows past ``|x0| * 2^n`` and is saturated at ``2^40``, which is beyond every
+    sum clamp the callers apply, so callers stay bit-exact with the reference.
     """
     x = _ints(x, "x")
     if x0 >= 0:
@@ -307,8 +311,8 @@ def shiftmax(q, scale, *, out_bits: int = 16, mode: str = "ivit", axis: int = -1
 def shift_gelu(q, scale, *, mode: str = "ivit", **dyad_options):
     """GELU. ``ivit``: the I-ViT ShiftGELU code (section 4.3); ``dyad``: :func:`gelu_poly`.
 
-    ``ivit`` returns ``(y, S * 2^-7)`` with ``|y| <= 128 * 127`` for 8-bit ``q``; the row max is taken
-    over the last axis, as in the reference. ``dyad`` returns ``(y, S / 2^frac_bits)``.
+    ``ivit`` returns ``(y, S * 2^-7)`` with ``|y| <= 128 * 127`` for 8-bit ``q``; the row max is
+    taken over the last axis, as in the reference. ``dyad`` returns ``(y, S / 2^frac_bits)``.
     """
     mode = _mode(mode)
     if mode == "dyad":
@@ -335,8 +339,9 @@ class GeluPoly:
     """CT constants of the ``dyad`` GELU: ``GELU(x) = relu(x) - g(|x|)``, ``g(a) = a * Phi(-a)``.
 
     ``g`` is approximated on ``|q|`` in ``segments`` segments of ``2^seg_shift`` integers each by a
-    quadratic ``c0 + ((c1 + ((c2 * t) >> seg_shift)) * t >> seg_shift)`` with ``t`` the offset in the
-    segment, all at scale ``S / 2^(frac_bits + guard)``; ``g = 0`` from ``segments << seg_shift`` on.
+    quadratic ``c0 + ((c1 + ((c2 * t) >> seg_shift)) * t >> seg_shift)`` with ``t`` the offset in
+    the segment, all at scale ``S / 2^(frac_bits + guard)``; ``g = 0`` from
+    ``segments << seg_shift`` on.
     """
     seg_shift: int
     frac_bits: int
@@ -418,7 +423,8 @@ def gelu_poly(q, scale, *, in_bits: int = 16, frac_bits: int | None = None,
 # sections 4.4 and 5.5: integer square root and LayerNorm
 
 def isqrt(n, *, mode: str = "dyad") -> np.ndarray:
-    """Integer square root. ``dyad``: exact ``floor(sqrt(n))`` (digit by digit, for all ``n < 2^62``).
+    """Integer square root. ``dyad``: exact ``floor(sqrt(n))`` (digit by digit, for all ``n <
+    2^62``).
 
     ``ivit``: the I-ViT code, 10 Newton steps from ``2^16`` — correct only for ``2^16 <= n < 2^45``.
     """
@@ -485,7 +491,8 @@ def ct_layernorm_bias(gamma, beta, C: int) -> np.ndarray:
 
 
 def layernorm(q, gamma, beta, *, mode: str = "ivit"):
-    """Integer LayerNorm (section 4.4): ``out = normalize(q) + bias_int``, ``out_scale = S_n * gamma``.
+    """Integer LayerNorm (section 4.4): ``out = normalize(q) + bias_int``, ``out_scale = S_n *
+    gamma``.
 
     Returns ``(out, out_scale)`` with ``out_scale`` per channel (shape ``(C,)``).
     """
@@ -539,8 +546,8 @@ def i_softmax(q, scale, *, out_bits: int = 8):
     """I-BERT ``IntSoftmax`` (section 5.3) over the last axis. Returns ``(p, 2^-out_bits)``.
 
     The 16-bit QuantAct on the exponentials is the requantisation that maps the largest exponential
-    (``x = 0``, ``c' << 30``) to ``2^15 - 1``, which is what the reference's calibration converges to.
-    It is computed fused, ``e16 = round(z * m / 2^(sh - 30 + k))``, which is bit-identical to
+    (``x = 0``, ``c' << 30``) to ``2^15 - 1``, which is what the reference's calibration converges
+    to. It is computed fused, ``e16 = round(z * m / 2^(sh - 30 + k))``, which is bit-identical to
     requantising ``e = z << (30 - k)`` and keeps the product inside 63 bits.
     """
     q = _ints(q, "q")
@@ -561,8 +568,8 @@ def i_softmax(q, scale, *, out_bits: int = 8):
 def i_gelu(q, scale, *, form: str = "code"):
     """I-BERT ``IntGELU`` (section 5.4). Returns ``(y, S * S_erf / 2)`` (a negative scale).
 
-    ``form="code"``: the reference code (``k = 1.4142``, extra ``>> 14``; valid only for ``S << 0.02``).
-    ``form="paper"``: Alg. 2 of the paper (exact sqrt(2), no extra shift).
+    ``form="code"``: the reference code (``k = 1.4142``, extra ``>> 14``; valid only for ``S <<
+    0.02``). ``form="paper"``: Alg. 2 of the paper (exact sqrt(2), no extra shift).
     """
     q = _ints(q, "q")
     scale = _scale(scale)

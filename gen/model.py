@@ -1,12 +1,12 @@
 """Transformer description and its float numpy forward pass.
 
-:class:`TransformerSpec` describes a ViT (pre-LN, as in ``ViTModel``) or a BERT encoder (post-LN, as in
-``BertModel``). Weights are a flat ``dict[str, np.ndarray]`` with Dyad's canonical names
+:class:`TransformerSpec` describes a ViT (pre-LN, as in ``ViTModel``) or a BERT encoder (post-LN,
+as in ``BertModel``). Weights are a flat ``dict[str, np.ndarray]`` with Dyad's canonical names
 (:func:`param_shapes` lists them); :mod:`gen.checkpoint` maps Hugging Face names onto them.
 
 The forward pass can record every intermediate tensor by name. The names are shared with the integer
-golden model (:mod:`gen.golden`) so calibration, the golden trace and the hardware comparison all talk
-about the same tensors:
+golden model (:mod:`gen.golden`) so calibration, the golden trace and the hardware comparison all
+talk about the same tensors:
 
 ``embed``                       the residual stream entering layer 0 (ViT: patches + cls + pos;
                                 BERT: word + position + type embeddings, before the embedding LN)

@@ -1,12 +1,12 @@
 """Post-training quantization: float spec + weights + sample inputs -> :class:`IntModel`.
 
 Symmetric, zero-point-free, static (INTEGER_OPS.md section 1): weights per output channel at
-``wbits`` (8 or 4), biases int32 at ``S_x * S_w[c]``, activations per tensor at 8 or 16 bits chosen by
-an :class:`ActPolicy`, scales calibrated as absmax (or a percentile) of the float model's activations
-on sample inputs. Every requantisation becomes a dyadic pair ``(m, e)`` (per channel after a linear
-layer or a LayerNorm). LayerNorm gamma/beta are folded into the following per-channel requant with
-beta added before the rounding shift (always in ``dyad`` mode; in ``ivit`` mode only where the
-reference's ``bias_int`` would overflow int32 or gamma is zero).
+``wbits`` (8 or 4), biases int32 at ``S_x * S_w[c]``, activations per tensor at 8 or 16 bits chosen
+by an :class:`ActPolicy`, scales calibrated as absmax (or a percentile) of the float model's
+activations on sample inputs. Every requantisation becomes a dyadic pair ``(m, e)`` (per channel
+after a linear layer or a LayerNorm). LayerNorm gamma/beta are folded into the following
+per-channel requant with beta added before the rounding shift (always in ``dyad`` mode; in ``ivit``
+mode only where the reference's ``bias_int`` would overflow int32 or gamma is zero).
 
 All float arithmetic of Dyad happens here and in the ``ct_*`` helpers of :mod:`gen.intops`.
 """
@@ -72,9 +72,8 @@ class IntModel:
     (int32 bias), ``<out>.m``/``<out>.e`` (the requant producing activation ``<out>``),
     ``<out>.bias`` (pre-shift bias of a folded LayerNorm), ``<out>.res_m``/``res_e`` (residual term
     of an add), embedding tables. ``scales`` and ``bits``: per activation tensor (CT information,
-    also what the nonlinear ops derive their constants from). ``folded``: LayerNorms whose gamma/beta
-    live in the next requant.
-    """
+    also what the nonlinear ops derive their constants from). ``folded``: LayerNorms whose
+    gamma/beta live in the next requant. """
     spec: TransformerSpec
     mode: str
     wbits: int
@@ -165,7 +164,8 @@ class _Builder:
 
     # parameters ------------------------------------------------------------------------------
     def linear(self, name: str, in_name: str) -> tuple[np.ndarray, float]:
-        """Quantise ``<name>.weight/.bias``; returns the accumulator scale per channel and a bound."""
+        """Quantise ``<name>.weight/.bias``; returns the accumulator scale per channel and a
+        bound."""
         W = np.asarray(self.P[name + ".weight"], np.float64)
         b = np.asarray(self.P[name + ".bias"], np.float64)
         qmax = (1 << (self.wbits - 1)) - 1
@@ -291,7 +291,8 @@ class _Builder:
 def quantize_model(spec: TransformerSpec, params: dict, samples, *, mode: str = "dyad",
                    wbits: int = 8, mbits: int = 31, policy: ActPolicy | None = None,
                    token_types=None, percentile: float | None = None) -> IntModel:
-    """Calibrate on ``samples`` (images or token ids) and quantise. ``mode``: ``ivit`` or ``dyad``."""
+    """Calibrate on ``samples`` (images or token ids) and quantise. ``mode``: ``ivit`` or
+    ``dyad``."""
     if mode not in intops.MODES:
         raise ValueError(f"mode must be one of {intops.MODES}, not {mode!r}")
     if wbits not in (4, 8):

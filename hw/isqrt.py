@@ -1,4 +1,5 @@
-"""Exact integer square root, digit by digit: ``floor(sqrt(n))`` for unsigned ``n`` of ``bits`` bits.
+"""Exact integer square root, digit by digit: ``floor(sqrt(n))`` for unsigned ``n`` of ``bits``
+bits.
 
 One result bit per cycle (``ceil(bits / 2)`` cycles), no divider, no multiplier: the ``dyad`` root
 of :func:`gen.intops.isqrt` (chosen over a stopping Newton iteration because it needs only a

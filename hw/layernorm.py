@@ -5,7 +5,8 @@ Per row of ``C`` elements (``C`` from the row framing, up to ``max_row``)::
     mean = round_half_even(sum(x) / C)      # one division, remainder-based rounding
     y    = x - mean ;  var = sum(y^2)
     std  = max(isqrt(var), 1)               # dyad: exact digit-by-digit root (hw.isqrt);
-                                            # ivit: 10 Newton steps k = (k + var // k) >> 1 from 2^16
+                                            # ivit: 10 Newton steps from 2^16,
+                                            #       k = (k + var // k) >> 1
     f    = (2^31 - 1) // std                # one reciprocal per row
     out  = (y * f) >> 1                     # 32-bit signed, scale sqrt(C) / 2^30
 

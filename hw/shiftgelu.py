@@ -9,14 +9,12 @@ element::
     y   = q * ((e1 * f) >> 24)                # |y| <= 2^(in_bits-1) * 127
 
 A row is loaded into a buffer while its maximum is tracked; ``e2`` is computed once; the row is then
-replayed through a stallable pipeline whose 31 restoring-division stages give one element per lane per
-cycle during the replay (this per-element divider is the most expensive part of I-ViT in hardware,
-which is why ``dyad`` mode replaces the whole unit with :class:`hw.gelu.GeluUnit`).
+replayed through a stallable pipeline whose 31 restoring-division stages give one element per lane
+per cycle during the replay (this per-element divider is the most expensive part of I-ViT in
+hardware, which is why ``dyad`` mode replaces the whole unit with :class:`hw.gelu.GeluUnit`).
 Valid for ``|x0| < 256`` (``1.702 * S > 1/256``), which :func:`params_value` checks.
 """
 from __future__ import annotations
-
-import math
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring

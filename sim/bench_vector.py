@@ -1,11 +1,11 @@
 """cocotb bench for the vector units (``$DYAD_UNIT``: gelu, shiftgelu, shiftmax, layernorm) against
 :mod:`gen.intops`, bit for bit.
 
-``$DYAD_UNIT_ARGS`` (JSON) holds the unit's constructor arguments. For every case (scale, row length,
-output width) the bench loads the layer constants into ``params`` while the unit is idle, streams
-seeded rows — normal logits of several spreads, all-equal, all-minimum, all-maximum, one dominant
-element, the longest row, length 1 — with random stalls on both sides, and compares every row.
-A stall-free pass prints the sustained elements per cycle.
+``$DYAD_UNIT_ARGS`` (JSON) holds the unit's constructor arguments. For every case (scale, row
+length, output width) the bench loads the layer constants into ``params`` while the unit is idle,
+streams seeded rows — normal logits of several spreads, all-equal, all-minimum, all-maximum, one
+dominant element, the longest row, length 1 — with random stalls on both sides, and compares every
+row. A stall-free pass prints the sustained elements per cycle.
 """
 from __future__ import annotations
 

@@ -103,7 +103,8 @@ def test_gelu_and_divider_errors():
 
 
 @pytest.mark.parametrize("mode", ["ivit", "dyad"])
-@pytest.mark.parametrize("lanes, length, in_bits", [(4, 18, 16), (3, 9, 8), (1, 1, 16), (4, 32, 16)])
+@pytest.mark.parametrize("lanes, length, in_bits",
+                         [(4, 18, 16), (3, 9, 8), (1, 1, 16), (4, 32, 16)])
 def test_layernorm_unit(mode, lanes, length, in_bits):
     from hw.layernorm import LayerNorm
     rng = np.random.default_rng(length + lanes)
