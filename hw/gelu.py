@@ -5,7 +5,7 @@ Per element: ``a = |q|``, segment ``a >> seg_shift`` selects quadratic coefficie
 16-entry table, ``t`` is the offset in the segment, ``g = c0 + ((c1 + ((c2 t) >> s)) t >> s)``
 rounded off ``GUARD`` guard bits (0 beyond the last segment), ``y = (relu(q) << frac_bits) - g``.
 The table and shifts are run-time parameters (``params``), loaded by the controller per layer
-from the constants :func:`gen.intops.ct_gelu_poly` computes at compile time; they must be stable
+from the constants :func:`gen.unit_params.gelu` computes at compile time; they must be stable
 while elements flow. One element per lane per cycle, latency :data:`LATENCY`.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from amaranth.lib.wiring import In, Out
 from .checks import validating
 from .pipeline import Pipeline, vector_layout
 
-__all__ = ["GeluUnit", "params_layout", "params_value", "SEGMENTS", "COEF_BITS", "LATENCY"]
+__all__ = ["GeluUnit", "params_layout", "SEGMENTS", "COEF_BITS", "GUARD", "MAX_FRAC_BITS",
+           "LATENCY"]
 
 SEGMENTS = 16
 COEF_BITS = 24
@@ -30,21 +31,6 @@ def params_layout() -> data.StructLayout:
     coef = data.ArrayLayout(signed(COEF_BITS), SEGMENTS)
     return data.StructLayout({"seg_shift": unsigned(5), "frac_bits": unsigned(5),
                               "segments": unsigned(5), "c0": coef, "c1": coef, "c2": coef})
-
-
-def params_value(k) -> dict:
-    """A :class:`gen.intops.GeluPoly` as a ``params`` value; ``ValueError`` if it cannot fit."""
-    if k.guard != GUARD:
-        raise ValueError(f"guard bits {k.guard} != {GUARD}")
-    if k.segments > SEGMENTS or k.frac_bits > MAX_FRAC_BITS or k.seg_shift > 31:
-        raise ValueError(f"GELU constants out of range: {k.segments} segments, frac_bits "
-                         f"{k.frac_bits}, seg_shift {k.seg_shift}")
-    pad = [0] * (SEGMENTS - k.segments)
-    coefs = {n: list(getattr(k, n)) + pad for n in ("c0", "c1", "c2")}
-    if max(abs(c) for v in coefs.values() for c in v) >= 1 << (COEF_BITS - 1):
-        raise ValueError(f"GELU coefficient does not fit {COEF_BITS} bits")
-    return {"seg_shift": k.seg_shift, "frac_bits": k.frac_bits, "segments": k.segments,
-            **coefs}
 
 
 class GeluUnit(wiring.Component):

@@ -12,7 +12,7 @@ A row is loaded into a buffer while its maximum is tracked; ``e2`` is computed o
 replayed through a stallable pipeline whose 31 restoring-division stages give one element per lane
 per cycle during the replay (this per-element divider is the most expensive part of I-ViT in
 hardware, which is why ``dyad`` mode replaces the whole unit with :class:`hw.gelu.GeluUnit`).
-Valid for ``|x0| < 256`` (``1.702 * S > 1/256``), which :func:`params_value` checks.
+Valid for ``|x0| < 256`` (``1.702 * S > 1/256``), which :func:`gen.unit_params.shiftgelu` checks.
 """
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ from .rowbuffer import load_beats
 from .shiftexp import STAGES as EXP_STAGES
 from .shiftexp import shift_exp
 
-__all__ = ["ShiftGelu", "params_layout", "params_value", "N"]
+__all__ = ["ShiftGelu", "params_layout", "N", "X0_LIMIT"]
 
 N = 23
+X0_LIMIT = 256          # |x0| bound that keeps y within in_bits + 8 bits
 SUM_LIMIT = (1 << 31) - 1
 E2_CAP = 1 << 40
 LATENCY = EXP_STAGES + 1 + 31 + 2
@@ -37,15 +38,6 @@ LATENCY = EXP_STAGES + 1 + 31 + 2
 
 def params_layout() -> data.StructLayout:
     return data.StructLayout({"x0": signed(10)})
-
-
-def params_value(scale: float) -> dict:
-    from gen import intops
-    x0 = intops.ct_shift_exp_x0(1.702 * scale)
-    if x0 <= -256:
-        raise ValueError(f"scale {scale!r} too small for the ShiftGELU unit (x0 = {x0}, need "
-                         f"|x0| < 256)")
-    return {"x0": x0}
 
 
 class ShiftGelu(wiring.Component):

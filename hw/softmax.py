@@ -30,7 +30,7 @@ from .pipeline import masked_max, vector_layout
 from .rowbuffer import RowEmitter, load_beats
 from .shiftexp import shift_exp
 
-__all__ = ["Shiftmax", "params_layout", "params_value", "EXP_LATENCY"]
+__all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"]
 
 IVIT_N = 15
 DYAD_FRAC = 12          # gen.intops.EXP2_FRAC_BITS
@@ -44,19 +44,6 @@ def params_layout(mode: str) -> data.StructLayout:
     return data.StructLayout({"mul": unsigned(20), "mul_shift": unsigned(6), "c0": signed(24),
                               "c1": signed(24), "c2": signed(24), "recip_bits": unsigned(6),
                                "out_bits": unsigned(5)})
-
-
-def params_value(mode: str, scale: float, row_len: int, out_bits: int) -> dict:
-    """The compile-time constants for a layer, from :mod:`gen.intops`'s CT helpers."""
-    from gen import intops
-    if mode == "ivit":
-        return {"x0": intops.ct_shift_exp_x0(scale), "out_bits": out_bits}
-    k = intops.ct_exp2_poly(scale)
-    if k.frac_bits != DYAD_FRAC or k.guard != DYAD_GUARD:
-        raise ValueError("exp2 constants do not match the hardware's fixed widths")
-    return {"mul": k.mul, "mul_shift": k.mul_shift, "c0": k.c0, "c1": k.c1, "c2": k.c2,
-            "recip_bits": intops.ct_shiftmax_recip_bits(row_len, out_bits),
-            "out_bits": out_bits}
 
 
 class Shiftmax(wiring.Component):

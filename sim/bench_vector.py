@@ -16,7 +16,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles
 
-from gen import intops
+from gen import intops, unit_params
 from hw.pipeline import vector_layout
 from sim.streams import TB, StreamSink, StreamSource, random_pauses
 
@@ -30,17 +30,17 @@ def _unit_params(scale: float, row_len: int, out_bits: int) -> tuple:
     if UNIT == "layernorm":
         return None, None, lambda row: intops.layernorm_normalize(row, mode=ARGS["mode"])[0]
     if UNIT == "shiftgelu":
-        from hw.shiftgelu import params_layout, params_value
-        return (params_layout(), params_value(scale),
+        from hw.shiftgelu import params_layout
+        return (params_layout(), unit_params.shiftgelu(scale),
                 lambda row: intops.shift_gelu(row, scale, mode="ivit")[0])
     if UNIT == "gelu":
-        from hw.gelu import params_layout, params_value
+        from hw.gelu import params_layout
         k = intops.ct_gelu_poly(scale, ARGS["in_bits"])
-        return (params_layout(), params_value(k),
+        return (params_layout(), unit_params.gelu_from(k),
                 lambda row: intops.gelu_poly(row, scale, consts=k)[0])
-    from hw.softmax import params_layout, params_value
+    from hw.softmax import params_layout
     mode = ARGS["mode"]
-    return (params_layout(mode), params_value(mode, scale, row_len, out_bits),
+    return (params_layout(mode), unit_params.shiftmax(mode, scale, row_len, out_bits),
             lambda row: intops.shiftmax(row, scale, out_bits=out_bits, mode=mode)[0])
 
 

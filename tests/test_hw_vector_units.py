@@ -7,11 +7,12 @@ import pytest
 from simstreams import drain, feed, simulate
 
 from gen import intops
+from gen.unit_params import gelu_from as gelu_params
+from gen.unit_params import shiftgelu as sg_params
+from gen.unit_params import shiftmax as softmax_params
 from hw.divider import SequentialDivider
 from hw.gelu import GeluUnit
-from hw.gelu import params_value as gelu_params
 from hw.softmax import Shiftmax
-from hw.softmax import params_value as softmax_params
 
 
 @pytest.mark.parametrize("nb, db", [(8, 4), (31, 31), (62, 40)])
@@ -141,7 +142,6 @@ def test_isqrt_unit(bits):
                          [(3, 9, 8, 0.1), (1, 1, 16, 8 / 127)])
 def test_shiftgelu_unit(lanes, length, in_bits, scale):
     from hw.shiftgelu import ShiftGelu
-    from hw.shiftgelu import params_value as sg_params
     rng = np.random.default_rng(length)
     lo, hi = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
     rows = [rng.integers(lo, hi + 1, length) for _ in range(3)]
