@@ -238,9 +238,9 @@ class Exp2Poly:
     c2: int
 
 
-EXP2_GUARD = 20
+EXP2_GUARD = 16
 EXP2_FRAC_BITS = 12
-EXP2_MUL_BITS = 18
+EXP2_MUL_BITS = 17
 
 
 def ct_exp2_poly(scale, guard: int = EXP2_GUARD, frac_bits: int = EXP2_FRAC_BITS) -> Exp2Poly:

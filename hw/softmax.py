@@ -34,7 +34,7 @@ __all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"
 
 IVIT_N = 15
 DYAD_FRAC = 12          # gen.intops.EXP2_FRAC_BITS
-DYAD_GUARD = 20         # gen.intops.EXP2_GUARD
+DYAD_GUARD = 16         # gen.intops.EXP2_GUARD
 EXP_LATENCY = 5         # read -> exponential result, cycles
 
 
@@ -97,7 +97,7 @@ class Shiftmax(wiring.Component):
             t = reg(v[:DYAD_FRAC], "t")
             u = reg((prm.c2 * t) >> DYAD_FRAC, "u")
             octave2, t2 = reg(octave, "oct2"), reg(t, "t2")
-            w = reg(((prm.c1 + u) * t2) >> DYAD_FRAC, "w")
+            w = reg(((prm.c1 + u)[:18].as_signed() * t2) >> DYAD_FRAC, "w")
             octave3 = reg(octave2, "oct3")
             P = prm.c0 + w
             return reg(Mux(octave3 > DYAD_GUARD, 0, P >> octave3[:5]), "e")
@@ -162,9 +162,11 @@ class Shiftmax(wiring.Component):
         limit = Signal(16)
         m.d.comb += limit.eq((1 << (prm.out_bits - 1)[:5]) - 1)
         outs = []
+        # f = (2^M - 1) // sum with sum >= e(x = 0) = c0 >= 2^(guard - 1): f < 2^(M - guard + 1)
+        f_bits = self.num_bits if self.mode == "ivit" else self.num_bits - DYAD_GUARD + 1
         for n in range(L):
             e = e_r.data[n * self.e_bits:(n + 1) * self.e_bits]
-            prod = e * f
+            prod = e * f[:f_bits]
             if self.mode == "ivit":
                 pv = prod >> shift
             else:
