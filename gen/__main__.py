@@ -12,7 +12,7 @@ class CliError(Exception):
 
 def _accuracy(args) -> int:
     from . import accuracy
-    return accuracy.main(args.model, args.percentile)
+    return accuracy.main(args.model or accuracy.DEFAULT_MODEL, args.percentile)
 
 
 def _ops_error(args) -> int:
@@ -136,9 +136,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "model", None) is None and args.command == "accuracy":
-        from .accuracy import DEFAULT_MODEL
-        args.model = DEFAULT_MODEL
     try:
         return args.func(args)
     except (CliError, ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:

@@ -87,7 +87,7 @@ class Shiftmax(wiring.Component):
         prm = self.params
 
         def reg(v, name):
-            r = Signal(v.shape(), name=f"{name}_{n}" if not name.startswith("sx") else name)
+            r = Signal(v.shape(), name=f"{name}_{n}")
             m.d.sync += r.eq(v)
             return r
 

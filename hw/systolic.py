@@ -182,8 +182,7 @@ class SystolicArray(wiring.Component):
 def _delay(m: Module, value, cycles: int, name: str):
     """``value`` delayed by ``cycles`` registers (``cycles = 0`` returns it unchanged)."""
     for n in range(cycles):
-        reg = Signal.like(value, name=f"{name}_d{n}") if isinstance(value, Signal) else Signal(
-            value.shape(), name=f"{name}_d{n}")
+        reg = Signal(value.shape(), name=f"{name}_d{n}")
         m.d.sync += reg.eq(value)
         value = reg
     return value
