@@ -25,15 +25,18 @@ from .model import TransformerSpec, check_params, forward
 __all__ = ["ActPolicy", "IntModel", "quantize_model", "calibrate", "PROBS_BITS"]
 
 BIAS_FRAC_BITS = 16         # folded LayerNorm beta: fraction bits below the output LSB
-PROBS_BITS = 16             # Shiftmax output (I-ViT ViT/DeiT: IntSoftmax(16), scale 2^-15)
+PROBS_BITS = 16             # Shiftmax output (I-ViT ViT/DeiT: IntSoftmax(16), scale 2^-15);
+                            # 8 (scale 2^-7) lets P @ V run on an 8-bit-activation array
 ACT_WIDTHS = (8, 16)
 
 # default activation width by role (the last component of a tensor name)
 _VIT_BITS = {"input": 8, "embed": 16, "ln1": 8, "ln2": 8, "q": 8, "k": 8, "v": 8, "scores": 8,
+             "probs": PROBS_BITS,
              "ctx": 8, "attn_res": 16, "fc1": 8, "gelu": 8, "mlp_res": 16, "final_ln": 8,
              "logits": 16}
 # BERT-family models need 16 bits on the residual stream, LN outputs and the GELU path (section 12)
 _BERT_BITS = {"embed": 16, "embed_ln": 16, "ln1": 16, "ln2": 16, "q": 8, "k": 8, "v": 8,
+              "probs": PROBS_BITS,
               "scores": 8, "ctx": 8, "attn_res": 16, "fc1": 16, "gelu": 16, "mlp_res": 16,
               "logits": 16}
 
@@ -262,10 +265,11 @@ class _Builder:
         acc_bound = 2 ** 14 * s.head_dim
         self.requant(p + "scores", self.scales[p + "q"] * self.scales[p + "k"]
                      / math.sqrt(s.head_dim) / s_sc, acc_bound)
-        self.scales[p + "probs"], self.bits[p + "probs"] = 2.0 ** -(PROBS_BITS - 1), PROBS_BITS
+        b_p = self.policy.bits(s.kind, p + "probs")
+        self.scales[p + "probs"], self.bits[p + "probs"] = 2.0 ** -(b_p - 1), b_p
         s_ctx = self.act(p + "ctx")
         self.requant(p + "ctx", self.scales[p + "probs"] * self.scales[p + "v"] / s_ctx,
-                     2 ** 15 * 128)
+                     2 ** (b_p - 1) * 128)
         self.linear_add(p + "proj", p + "ctx", x, p + "attn_res")
         if s.pre_ln:
             self.layernorm(p + "ln2", p + "attn_res", p + "ln2")

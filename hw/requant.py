@@ -30,16 +30,16 @@ RES_BITS = 16
 LATENCY = 6
 
 
-def lane_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+def lane_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
     return data.StructLayout({
-        "x": signed(cfg.acc_bits), "b": signed(32),
+        "x": signed(x_bits or cfg.acc_bits), "b": signed(32),
         "m": signed(cfg.mbits + 1), "e": unsigned(6), "c": signed(32),
         "r": signed(RES_BITS), "rm": signed(cfg.mbits + 1), "re": unsigned(6),
     })
 
 
-def in_layout(cfg: AcceleratorConfig) -> data.StructLayout:
-    return data.StructLayout({"lane": data.ArrayLayout(lane_layout(cfg), cfg.lanes),
+def in_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
+    return data.StructLayout({"lane": data.ArrayLayout(lane_layout(cfg, x_bits), cfg.lanes),
                               "wide": 1, "residual": 1, "last": 1})
 
 
@@ -51,14 +51,15 @@ class Requantizer(wiring.Component):
     """Members: ``i`` (In stream of :func:`in_layout`), ``o`` (Out stream of :func:`out_layout`).
 
     Latency :data:`LATENCY` cycles; throughput one beat (``lanes`` elements) per cycle.
+    ``x_bits``: input width (default: the array's accumulator width).
     """
 
-    def __init__(self, config: AcceleratorConfig):
+    def __init__(self, config: AcceleratorConfig, x_bits: int | None = None):
         with validating(self):
             if not isinstance(config, AcceleratorConfig):
                 raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self._cfg = config
-        super().__init__({"i": In(stream.Signature(in_layout(config))),
+        super().__init__({"i": In(stream.Signature(in_layout(config, x_bits))),
                           "o": Out(stream.Signature(out_layout(config)))})
 
     def elaborate(self, platform):

@@ -1,0 +1,252 @@
+"""Scratchpad readers: turn instruction fields into operand streams (see :mod:`hw.isa` for the
+memory layout).
+
+- :class:`Transposer` — columns of a blocked row-major tensor (the A operand of every GEMM, the
+  keys of ``Q K^T``): reads ``V`` consecutive words (``V`` rows, one block of ``V`` columns) into
+  one of two register banks and emits that block's columns from it while the other bank fills, so a
+  full block streams at one column per cycle.
+- :class:`WordReader` — one word per beat: direct B rows (weights, values; lanes rotated by
+  ``col``) or the rows of a row operation (``count`` valid lanes on a row's last word).
+
+All three iterate the same tile order as the array's drain: ``for outer: for inner:`` and take
+their row (or column) block from one of the two loop counters (``use_outer``).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .isa import ADDR_BITS, DIM_BITS, ELEM_BITS
+from .pipeline import vector_layout
+
+__all__ = ["Transposer", "WordReader", "job_signature"]
+
+
+def job_members() -> dict:
+    """The loop description every reader takes (latched on ``start``)."""
+    return {"start": In(1), "busy": Out(1),
+            "base": In(ADDR_BITS), "stride": In(ADDR_BITS), "col": In(DIM_BITS),
+            "k": In(DIM_BITS), "n_outer": In(DIM_BITS), "n_inner": In(DIM_BITS),
+            "use_outer": In(1),
+            "addr": Out(ADDR_BITS), "en": Out(1)}
+
+
+def job_signature(lanes: int, **extra) -> wiring.Signature:
+    return wiring.Signature({**job_members(),
+                             "data": In(data.ArrayLayout(signed(ELEM_BITS), lanes)),
+                             "o": Out(stream.Signature(vector_layout(ELEM_BITS, lanes))),
+                             **extra})
+
+
+class _Loops:
+    """``for outer < n_outer: for inner < n_inner`` with the selected block index."""
+
+    def __init__(self, m: Module, job):
+        self.m, self.job = m, job
+        self.outer = Signal(DIM_BITS, name="outer")
+        self.inner = Signal(DIM_BITS, name="inner")
+        self.n_outer, self.n_inner = Signal(DIM_BITS), Signal(DIM_BITS)
+        self.use_outer = Signal()
+        self.block = Mux(self.use_outer, self.outer, self.inner)
+        wrap = self.inner + 1 >= self.n_inner
+        self.final = wrap & (self.outer + 1 >= self.n_outer)
+        self.next_block = Mux(self.use_outer, Mux(wrap, self.outer + 1, self.outer),
+                              Mux(wrap, 0, self.inner + 1))
+
+    def latch(self):
+        j = self.job
+        return [self.outer.eq(0), self.inner.eq(0), self.n_outer.eq(j.n_outer),
+                self.n_inner.eq(j.n_inner), self.use_outer.eq(j.use_outer)]
+
+    def step(self):
+        m = self.m
+        with m.If(self.inner + 1 < self.n_inner):
+            m.d.sync += self.inner.eq(self.inner + 1)
+        with m.Else():
+            m.d.sync += [self.inner.eq(0), self.outer.eq(self.outer + 1)]
+
+
+class Transposer(wiring.Component):
+    """Columns ``col .. col + k`` of rows ``block * V .. block * V + V`` of a blocked tensor, per
+    tile of the loop nest; ``last`` marks each tile's final column. ``base`` addresses the block
+    holding column ``col`` (``col < V``)."""
+
+    def __init__(self, lanes: int):
+        if lanes & (lanes - 1):
+            raise ValueError(f"lanes must be a power of two, not {lanes}")
+        self.lanes = lanes
+        super().__init__(job_signature(lanes))
+
+    def elaborate(self, platform):
+        m = Module()
+        V = self.lanes
+        log_v = V.bit_length() - 1
+        loops = _Loops(m, self)
+        elem = signed(ELEM_BITS)
+
+        # two banks of V x V elements, with the column range each holds
+        banks = [[[Signal(elem, name=f"bank{b}_r{r}_c{c}") for c in range(V)] for r in range(V)]
+                 for b in range(2)]
+        full = [Signal(name=f"full{b}") for b in range(2)]
+        lo = [Signal(range(V + 1), name=f"lo{b}") for b in range(2)]
+        hi = [Signal(range(V + 1), name=f"hi{b}") for b in range(2)]
+        tile_last = [Signal(name=f"tile_last{b}") for b in range(2)]
+
+        # ---- loader --------------------------------------------------------------------------
+        base, stride, col, k = (Signal(ADDR_BITS), Signal(ADDR_BITS), Signal(range(V)),
+                                Signal(DIM_BITS))
+        blk = Signal(ADDR_BITS)             # address of row 0 of the block being loaded
+        pos = Signal(range(V))              # first column in this block
+        left = Signal(DIM_BITS)             # columns of the tile not yet loaded
+        row = Signal(range(V))
+        wb = Signal()                       # bank being written
+        loading, all_loaded = Signal(), Signal(init=1)
+        n_cols = Signal(range(V + 1))
+        m.d.comb += n_cols.eq(Mux(left < V - pos, left, V - pos))
+
+        tile_base = base + (loops.block << log_v)
+        with m.If(self.start):
+            m.d.sync += [base.eq(self.base), stride.eq(self.stride), col.eq(self.col),
+                         k.eq(self.k), all_loaded.eq(0), loading.eq(0), row.eq(0)]
+            m.d.sync += loops.latch()
+        # the first tile's registers are set one cycle after start, from the latched job
+        started = Signal()
+        m.d.sync += started.eq(self.start)
+        with m.If(started):
+            m.d.sync += [blk.eq(tile_base), pos.eq(col), left.eq(k), loading.eq(k != 0),
+                         all_loaded.eq(k == 0)]
+
+        # registered write of the returning row
+        wr_en, wr_row, wr_bank, wr_done = Signal(), Signal(range(V)), Signal(), Signal()
+        m.d.sync += [wr_en.eq(0), wr_done.eq(0)]
+        m.d.comb += self.addr.eq(blk + row)
+        next_tile = Signal()
+        with m.If(loading & ~Array(full)[wb]):
+            m.d.comb += self.en.eq(1)
+            m.d.sync += [wr_en.eq(1), wr_row.eq(row), wr_bank.eq(wb)]
+            with m.If(row == V - 1):
+                m.d.sync += [row.eq(0), wr_done.eq(1), wb.eq(~wb),
+                             Array(lo)[wb].eq(pos), Array(hi)[wb].eq(pos + n_cols),
+                             Array(tile_last)[wb].eq(left == n_cols),
+                             left.eq(left - n_cols), pos.eq(0), blk.eq(blk + stride)]
+                with m.If(left == n_cols):
+                    m.d.comb += next_tile.eq(1)
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+        with m.If(next_tile):
+            loops.step()
+            with m.If(loops.final):
+                m.d.sync += [loading.eq(0), all_loaded.eq(1)]
+            with m.Else():
+                m.d.sync += [blk.eq(base + (loops.next_block << log_v)), pos.eq(col),
+                             left.eq(k)]
+        data_row = Signal.like(self.data)
+        m.d.comb += data_row.eq(self.data)
+        with m.If(wr_en):
+            for b in range(2):
+                for r in range(V):
+                    with m.If((wr_bank == b) & (wr_row == r)):
+                        m.d.sync += [banks[b][r][c].eq(data_row[c]) for c in range(V)]
+        with m.If(wr_done):
+            m.d.sync += Array(full)[wr_bank].eq(1)
+
+        # ---- emitter -------------------------------------------------------------------------
+        rb = Signal()                       # bank being read
+        idx = Signal(range(V + 1))          # column being emitted
+        primed = Signal()                   # idx holds lo of the current bank
+        cur_full = Array(full)[rb]
+        cur_hi, cur_lo = Array(hi)[rb], Array(lo)[rb]
+        column = Mux(primed, idx, cur_lo)
+        o = self.o
+        m.d.comb += [o.valid.eq(cur_full), o.payload.count.eq(V),
+                     o.payload.last.eq(Array(tile_last)[rb] & (column + 1 == cur_hi))]
+        for r in range(V):
+            m.d.comb += o.payload.data[r].eq(Array(Array(banks[b][r]) for b in range(2))[rb]
+                                             [column])
+        with m.If(o.valid & o.ready):
+            with m.If(column + 1 == cur_hi):
+                m.d.sync += [Array(full)[rb].eq(0), rb.eq(~rb), primed.eq(0)]
+            with m.Else():
+                m.d.sync += [idx.eq(column + 1), primed.eq(1)]
+        with m.If(self.start):
+            m.d.sync += [rb.eq(0), wb.eq(0), primed.eq(0), full[0].eq(0), full[1].eq(0)]
+        m.d.comb += self.busy.eq(~all_loaded | full[0] | full[1] | wr_en | started)
+        return m
+
+
+class WordReader(wiring.Component):
+    """One scratchpad word per beat, through a small FIFO (reads are issued only when it has room,
+    so back-pressure never loses a word).
+
+    ``rows`` mode (``row_mode``): for each of ``n_outer`` rows ``t``, words ``base + j * stride +
+    t`` for the ``ceil(k / V)`` blocks ``j``; ``count`` valid lanes on the row's last word.
+    Direct mode: for each tile, words ``base + block * stride + j`` for ``j < k``; lane ``n``
+    carries element ``(n + col) % V``; ``last`` on the tile's final word.
+    """
+
+    DEPTH = 4
+
+    def __init__(self, lanes: int):
+        if lanes & (lanes - 1):
+            raise ValueError(f"lanes must be a power of two, not {lanes}")
+        self.lanes = lanes
+        super().__init__(job_signature(lanes, row_mode=In(1)))
+
+    def elaborate(self, platform):
+        m = Module()
+        V = self.lanes
+        log_v = V.bit_length() - 1
+        loops = _Loops(m, self)
+        layout = vector_layout(ELEM_BITS, V)
+        m.submodules.q = q = fifo.SyncFIFOBuffered(width=layout.size, depth=self.DEPTH)
+
+        base, stride, col, k = (Signal(ADDR_BITS), Signal(ADDR_BITS), Signal(range(V)),
+                                Signal(DIM_BITS))
+        row_mode = Signal()
+        j = Signal(DIM_BITS)                 # word within the tile / block within the row
+        line = Signal(ADDR_BITS)             # address of word j
+        active, done = Signal(), Signal(init=1)
+        n_words = Mux(row_mode, (k + V - 1) >> log_v, k)
+        is_last = j + 1 == n_words
+
+        with m.If(self.start):
+            m.d.sync += [base.eq(self.base), stride.eq(self.stride), col.eq(self.col),
+                         k.eq(self.k), row_mode.eq(self.row_mode), j.eq(0), done.eq(0),
+                         active.eq(0)]
+            m.d.sync += loops.latch()
+        started = Signal()
+        m.d.sync += started.eq(self.start)
+        first_line = Mux(row_mode, base + loops.block, base + loops.block * stride)
+        with m.If(started):
+            m.d.sync += [line.eq(first_line), active.eq(n_words != 0), done.eq(n_words == 0)]
+
+        # credits: FIFO level plus the read in flight must leave room
+        inflight = Signal()
+        room = q.level + inflight < self.DEPTH - 1
+        issue = Signal()
+        m.d.comb += [issue.eq(active & room), self.en.eq(issue), self.addr.eq(line)]
+        m.d.sync += inflight.eq(issue)
+        meta_last, meta_count = Signal(), Signal(range(V + 1))
+        tail = k - (j << log_v)
+        with m.If(issue):
+            m.d.sync += [meta_last.eq(is_last),
+                         meta_count.eq(Mux(row_mode & is_last, tail, V))]
+            with m.If(is_last):
+                m.d.sync += j.eq(0)
+                with m.If(loops.final):
+                    m.d.sync += [active.eq(0), done.eq(1)]
+                loops.step()
+                m.d.sync += line.eq(Mux(row_mode, base + loops.next_block,
+                                        base + loops.next_block * stride))
+            with m.Else():
+                m.d.sync += [j.eq(j + 1), line.eq(line + Mux(row_mode, stride, 1))]
+
+        beat = Signal(layout)
+        m.d.comb += [beat.last.eq(meta_last), beat.count.eq(meta_count)]
+        for n in range(V):
+            m.d.comb += beat.data[n].eq(Array(self.data)[(n + col)[:log_v]])
+        m.d.comb += [q.w_en.eq(inflight), q.w_data.eq(beat.as_value())]
+        m.d.comb += [self.o.valid.eq(q.r_rdy), self.o.payload.eq(q.r_data), q.r_en.eq(self.o.ready)]
+        m.d.comb += self.busy.eq(~done | inflight | q.r_rdy | started)
+        return m

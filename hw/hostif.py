@@ -1,0 +1,162 @@
+"""Host command processor: the accelerator's one word-stream interface.
+
+Every command is a header word (:data:`hw.isa.header_layout`) and an address word, then:
+
+- ``HELLO``: returns ``len(hello)`` words describing the generated hardware;
+- ``WRITE target addr count``: ``count`` entries of ``words_for(entry bits)`` words each
+  (little-endian), written to consecutive addresses;
+- ``READ target addr count``: returns ``count`` entries the same way;
+- ``RUN pc``: starts the program at ``pc``; one status word (:data:`hw.isa.status_layout`) when
+  it retires ``END``;
+- ``PERF``: returns the performance counters.
+
+The link layer (framing, CRC, retries) wraps this stream; here every word is trusted.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .isa import (ADDR_BITS, STATUS_OK, WORD_BITS, HostCmd, Target, header_layout,
+                  status_layout, words_for)
+
+__all__ = ["HostInterface"]
+
+
+class HostInterface(wiring.Component):
+    """``entry_bits``: bits per entry of each :class:`~hw.isa.Target`; ``hello``: the constant
+    words HELLO returns; ``n_perf``: number of counters."""
+
+    def __init__(self, entry_bits: dict, hello: list, n_perf: int):
+        self.entry_bits, self.hello, self.n_perf = dict(entry_bits), list(hello), n_perf
+        members = {"i": In(stream.Signature(WORD_BITS)), "o": Out(stream.Signature(WORD_BITS)),
+                   "run": Out(1), "pc": Out(ADDR_BITS), "done": In(1), "stop_pc": In(ADDR_BITS),
+                   "errors": In(8),
+                   "perf": In(32).array(n_perf)}
+        for t in Target:
+            bits = self.entry_bits[t]
+            members |= {f"{t.name.lower()}_addr": Out(ADDR_BITS),
+                        f"{t.name.lower()}_wdata": Out(bits),
+                        f"{t.name.lower()}_wen": Out(1), f"{t.name.lower()}_ren": Out(1),
+                        f"{t.name.lower()}_rdata": In(bits)}
+        super().__init__(members)
+
+    def port(self, t: Target, kind: str):
+        return getattr(self, f"{t.name.lower()}_{kind}")
+
+    def elaborate(self, platform):
+        m = Module()
+        max_words = max(words_for(b) for b in self.entry_bits.values())
+        buf = Signal(max_words * WORD_BITS)
+        hdr = Signal(header_layout)
+        addr = Signal(ADDR_BITS)
+        count = Signal(24)
+        word = Signal(range(max_words + 1))
+        n_words = Array(Const(words_for(self.entry_bits[t]), range(max_words + 1))
+                        for t in Target)[hdr.target.as_value()]
+        out_idx = Signal(range(max(len(self.hello), self.n_perf, 2) + 1))
+        for t in Target:
+            m.d.comb += [self.port(t, "addr").eq(addr),
+                         self.port(t, "wdata").eq(buf[:self.entry_bits[t]])]
+        m.d.comb += self.pc.eq(addr)
+
+        with m.FSM():
+            with m.State("HEADER"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [hdr.eq(self.i.payload), word.eq(0), out_idx.eq(0)]
+                    m.next = "ADDR"
+            with m.State("ADDR"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(self.i.valid):
+                    m.d.sync += [addr.eq(self.i.payload), count.eq(hdr.count)]
+                    with m.Switch(hdr.cmd):
+                        with m.Case(HostCmd.HELLO):
+                            m.next = "HELLO"
+                        with m.Case(HostCmd.WRITE):
+                            m.next = "WRITE"
+                        with m.Case(HostCmd.READ):
+                            m.next = "READ"
+                        with m.Case(HostCmd.RUN):
+                            m.next = "RUN"
+                        with m.Case(HostCmd.PERF):
+                            m.next = "PERF"
+                        with m.Default():
+                            m.next = "HEADER"
+            with m.State("HELLO"):
+                m.d.comb += [self.o.valid.eq(1),
+                             self.o.payload.eq(Array(Const(w, 32) for w in self.hello)[out_idx])]
+                with m.If(self.o.ready):
+                    m.d.sync += out_idx.eq(out_idx + 1)
+                    with m.If(out_idx == len(self.hello) - 1):
+                        m.next = "HEADER"
+            with m.State("WRITE"):
+                with m.If(count == 0):
+                    m.next = "HEADER"
+                with m.Else():
+                    m.d.comb += self.i.ready.eq(1)
+                    with m.If(self.i.valid):
+                        m.d.sync += [buf.eq((buf >> WORD_BITS)
+                                            | (self.i.payload << (WORD_BITS * (max_words - 1)))),
+                                     word.eq(word + 1)]
+                        with m.If(word + 1 == n_words):
+                            m.next = "STORE"
+            with m.State("STORE"):
+                # align the entry to bit 0: it arrived at the top of the buffer
+                with m.Switch(n_words):
+                    for n in range(1, max_words + 1):
+                        with m.Case(n):
+                            m.d.sync += buf.eq(buf >> (WORD_BITS * (max_words - n)))
+                m.next = "COMMIT"
+            with m.State("COMMIT"):
+                with m.Switch(hdr.target):
+                    for t in Target:
+                        with m.Case(t):
+                            m.d.comb += self.port(t, "wen").eq(1)
+                m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), word.eq(0)]
+                m.next = "WRITE"
+            with m.State("READ"):
+                with m.If(count == 0):
+                    m.next = "HEADER"
+                with m.Else():
+                    with m.Switch(hdr.target):
+                        for t in Target:
+                            with m.Case(t):
+                                m.d.comb += self.port(t, "ren").eq(1)
+                    m.next = "FETCHED"
+            with m.State("FETCHED"):
+                with m.Switch(hdr.target):
+                    for t in Target:
+                        with m.Case(t):
+                            m.d.sync += buf.eq(self.port(t, "rdata"))
+                m.d.sync += word.eq(0)
+                m.next = "SEND"
+            with m.State("SEND"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(buf[:WORD_BITS])]
+                with m.If(self.o.ready):
+                    m.d.sync += [buf.eq(buf >> WORD_BITS), word.eq(word + 1)]
+                    with m.If(word + 1 == n_words):
+                        m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
+                        m.next = "READ"
+            with m.State("RUN"):
+                m.d.comb += self.run.eq(1)
+                m.next = "RUNNING"
+            with m.State("RUNNING"):
+                with m.If(self.done):
+                    m.next = "STATUS"
+            with m.State("STATUS"):
+                status = Signal(status_layout)
+                m.d.comb += [status.code.eq(STATUS_OK), status.errors.eq(self.errors),
+                             status.pc.eq(self.stop_pc)]
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(status)]
+                with m.If(self.o.ready):
+                    m.next = "HEADER"
+            with m.State("PERF"):
+                m.d.comb += [self.o.valid.eq(1),
+                             self.o.payload.eq(Array(self.perf)[out_idx])]
+                with m.If(self.o.ready):
+                    m.d.sync += out_idx.eq(out_idx + 1)
+                    with m.If(out_idx == self.n_perf - 1):
+                        m.next = "HEADER"
+        return m

@@ -1,0 +1,274 @@
+"""The accelerator: array, vector units, scratchpad, tables and controller behind one word stream.
+
+::
+
+   host words ─► HostInterface ─► scratchpad / instruction memory / tables, RUN, PERF
+                                  │
+   Controller ─► start ─► Transposer A ──────────────► SystolicArray ─┐
+                        ─► Transposer B │ WordReader B ─►              │
+                        ─► WordReader rows ─► Shiftmax | GELU | LayerNorm ─┤
+                                                                      ▼
+                          requant table, residual word ──────────► Drain ─► scratchpad
+
+Sizes (scratchpad words, instruction and table entries) are construction arguments, chosen by the
+compiler for a model (:func:`gen.compiler.sizes`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out, connect
+
+from . import gelu as gelu_hw
+from . import shiftgelu as shiftgelu_hw
+from . import softmax as softmax_hw
+from .checks import validating
+from .config import AcceleratorConfig, ConfigError
+from .controller import Controller
+from .drain import Drain
+from .feeder import Transposer, WordReader
+from .gelu import GeluUnit
+from .hostif import HostInterface
+from .isa import (ELEM_BITS, PERF_COUNTERS, WORD_BITS, Opcode, Target, instr_layout,
+                  ptab_lane_layout)
+from .layernorm import LayerNorm
+from .shiftgelu import ShiftGelu
+from .softmax import Shiftmax
+from .systolic import SystolicArray
+
+__all__ = ["Accelerator", "Sizes", "vtab_layout", "ptab_layout", "spad_layout", "hello_words",
+           "HELLO_MAGIC", "PROTOCOL_VERSION", "VEC_IN_BITS"]
+
+HELLO_MAGIC = 0x44594144        # "DYAD"
+PROTOCOL_VERSION = 1
+VEC_IN_BITS = 16                # the vector units take any scratchpad element
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Memory depths (entries)."""
+    spad: int = 4096
+    imem: int = 256
+    ptab: int = 256
+    vtab: int = 8
+
+    def __post_init__(self):
+        for name in ("spad", "imem", "ptab", "vtab"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 1 <= v <= 1 << 16:
+                raise ConfigError(f"{name} depth {v!r} must be an integer in [1, 65536]")
+        if self.vtab > 256:
+            raise ConfigError(f"vtab depth {self.vtab} must be <= 256")
+
+
+def spad_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(ELEM_BITS), cfg.lanes)
+
+
+def ptab_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(ptab_lane_layout(cfg.mbits), cfg.lanes)
+
+
+def gelu_params_layout(cfg: AcceleratorConfig):
+    return shiftgelu_hw.params_layout() if cfg.mode == "ivit" else gelu_hw.params_layout()
+
+
+def vtab_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return data.StructLayout({"softmax": softmax_hw.params_layout(cfg.mode),
+                              "gelu": gelu_params_layout(cfg)})
+
+
+def hello_words(cfg: AcceleratorConfig, sizes: Sizes) -> list[int]:
+    """What HELLO returns: the parameters a program is built for."""
+    return [HELLO_MAGIC, PROTOCOL_VERSION, cfg.rows, cfg.cols, cfg.lanes, cfg.wbits, cfg.abits,
+            cfg.mbits, cfg.acc_bits, int(cfg.mode == "ivit"), cfg.max_row, cfg.max_channels,
+            sizes.spad, sizes.imem, sizes.ptab, sizes.vtab]
+
+
+def check_core(cfg: AcceleratorConfig) -> None:
+    V = cfg.lanes
+    if not (cfg.rows == cfg.cols == V):
+        raise ConfigError(f"the accelerator core needs rows == cols == lanes (got {cfg.rows}x"
+                          f"{cfg.cols}, lanes {V})")
+    if V < 2 or V & (V - 1):
+        raise ConfigError(f"the accelerator core needs a power-of-two array size >= 2, not {V}")
+
+
+class Accelerator(wiring.Component):
+    """Members: ``i``/``o`` (32-bit host word streams, :mod:`hw.hostif`), ``error`` (sticky:
+    a vector unit saw a row longer than it buffers)."""
+
+    def __init__(self, config: AcceleratorConfig, sizes: Sizes = Sizes()):
+        with validating(self):
+            check_core(config)
+        self._cfg, self.sizes = config, sizes
+        super().__init__({"i": In(stream.Signature(WORD_BITS)),
+                          "o": Out(stream.Signature(WORD_BITS)), "error": Out(1)})
+
+    def _units(self):
+        cfg = self._cfg
+        V = cfg.lanes
+        smx = Shiftmax(mode=cfg.mode, lanes=V, in_bits=VEC_IN_BITS, max_row=cfg.max_row)
+        if cfg.mode == "ivit":
+            gelu = ShiftGelu(lanes=V, in_bits=VEC_IN_BITS, max_row=cfg.max_row)
+        else:
+            gelu = GeluUnit(lanes=V, in_bits=VEC_IN_BITS)
+        ln = LayerNorm(mode=cfg.mode, lanes=V, in_bits=VEC_IN_BITS, max_row=cfg.max_channels)
+        return smx, gelu, ln
+
+    def elaborate(self, platform):
+        cfg, sz = self._cfg, self.sizes
+        V = cfg.lanes
+        m = Module()
+
+        # ---- memories ------------------------------------------------------------------------
+        m.submodules.spad = spad = memory.Memory(shape=spad_layout(cfg), depth=sz.spad, init=[])
+        m.submodules.imem = imem = memory.Memory(shape=instr_layout, depth=sz.imem, init=[])
+        m.submodules.ptab = ptab = memory.Memory(shape=ptab_layout(cfg), depth=sz.ptab, init=[])
+        m.submodules.vtab = vtab = memory.Memory(shape=vtab_layout(cfg), depth=sz.vtab, init=[])
+        spad_w = spad.write_port(granularity=1)     # one enable per element
+        spad_ra, spad_rb, spad_rr = (spad.read_port() for _ in range(3))
+        imem_w, imem_r = imem.write_port(), imem.read_port()
+        ptab_w, ptab_r = ptab.write_port(), ptab.read_port()
+        vtab_w, vtab_r = vtab.write_port(), vtab.read_port()
+
+        # ---- blocks --------------------------------------------------------------------------
+        smx, gelu, ln = self._units()
+        x_bits = max(cfg.acc_bits, gelu.out_bits, 32, ELEM_BITS) + 1
+        m.submodules.ctrl = ctrl = Controller()
+        m.submodules.host = host = HostInterface(
+            {Target.SPAD: spad_layout(cfg).size, Target.IMEM: instr_layout.size,
+             Target.PTAB: ptab_layout(cfg).size, Target.VTAB: vtab_layout(cfg).size},
+            hello_words(cfg, sz), len(PERF_COUNTERS))
+        m.submodules.ta = ta = Transposer(V)
+        m.submodules.tb = tb = Transposer(V)
+        m.submodules.wb = wb = WordReader(V)
+        m.submodules.wr = wr = WordReader(V)
+        m.submodules.array = array = SystolicArray(cfg)
+        m.submodules.softmax, m.submodules.gelu, m.submodules.layernorm = smx, gelu, ln
+        m.submodules.drain = drain = Drain(cfg, x_bits)
+        connect(m, wiring.flipped(self.i), host.i)
+        connect(m, host.o, wiring.flipped(self.o))
+
+        # ---- host <-> memories, controller ---------------------------------------------------
+        running = ~ctrl.done
+        m.d.comb += [ctrl.run.eq(host.run), ctrl.pc.eq(host.pc), host.done.eq(ctrl.done),
+                     host.stop_pc.eq(ctrl.stop_pc)]
+        m.d.comb += [host.perf[n].eq(getattr(ctrl, f"perf_{name}"))
+                     for n, name in enumerate(PERF_COUNTERS)]
+        m.d.comb += [imem_w.addr.eq(host.imem_addr), imem_w.data.eq(host.imem_wdata),
+                     imem_w.en.eq(host.imem_wen),
+                     imem_r.addr.eq(Mux(running, ctrl.i_addr, host.imem_addr)),
+                     imem_r.en.eq(ctrl.i_en | host.imem_ren),
+                     host.imem_rdata.eq(imem_r.data), ctrl.i_data.eq(imem_r.data)]
+        m.d.comb += [ptab_w.addr.eq(host.ptab_addr), ptab_w.data.eq(host.ptab_wdata),
+                     ptab_w.en.eq(host.ptab_wen), host.ptab_rdata.eq(ptab_r.data)]
+        m.d.comb += [vtab_w.addr.eq(host.vtab_addr), vtab_w.data.eq(host.vtab_wdata),
+                     vtab_w.en.eq(host.vtab_wen), host.vtab_rdata.eq(vtab_r.data),
+                     vtab_r.addr.eq(Mux(running, ctrl.v_addr, host.vtab_addr)),
+                     vtab_r.en.eq(ctrl.v_en | host.vtab_ren)]
+        vparams = Signal(vtab_layout(cfg))
+        with m.If(ctrl.v_latch):
+            m.d.sync += vparams.eq(vtab_r.data)
+        m.d.comb += [smx.params.eq(vparams.softmax), gelu.params.eq(vparams.gelu)]
+
+        # ---- decode into engine jobs ---------------------------------------------------------
+        ins = ctrl.instr
+        log_v = V.bit_length() - 1
+        mb = (ins.m + V - 1) >> log_v            # row tiles
+        nb = (ins.n + V - 1) >> log_v            # column blocks
+        is_gemm = ins.op == Opcode.GEMM
+        is_vec = ~is_gemm
+        start = ctrl.start
+        m.d.comb += [ta.start.eq(start & is_gemm), ta.base.eq(ins.a_base),
+                     ta.stride.eq(ins.a_stride), ta.col.eq(ins.a_col), ta.k.eq(ins.k),
+                     ta.n_outer.eq(nb), ta.n_inner.eq(mb), ta.use_outer.eq(0)]
+        for rd in (tb, wb):
+            m.d.comb += [rd.base.eq(ins.b_base), rd.stride.eq(ins.b_stride),
+                         rd.col.eq(ins.b_col), rd.k.eq(ins.k), rd.n_outer.eq(nb),
+                         rd.n_inner.eq(mb), rd.use_outer.eq(1)]
+        m.d.comb += [tb.start.eq(start & is_gemm & ins.b_trans),
+                     wb.start.eq(start & is_gemm & ~ins.b_trans), wb.row_mode.eq(0)]
+        m.d.comb += [wr.start.eq(start & is_vec), wr.base.eq(ins.a_base),
+                     wr.stride.eq(ins.a_stride), wr.col.eq(0), wr.k.eq(ins.n),
+                     wr.n_outer.eq(ins.m), wr.n_inner.eq(1), wr.use_outer.eq(1),
+                     wr.row_mode.eq(1)]
+        m.d.comb += [drain.start.eq(start), drain.gemm.eq(is_gemm), drain.m.eq(ins.m),
+                     drain.n.eq(ins.n), drain.n_inner.eq(mb), drain.wide.eq(ins.wide),
+                     drain.residual.eq(ins.residual & is_gemm), drain.rm.eq(ins.rm),
+                     drain.re.eq(ins.re), drain.o_base.eq(ins.o_base),
+                     drain.o_stride.eq(ins.o_stride), drain.o_lane.eq(ins.o_lane),
+                     drain.r_base.eq(ins.r_base), drain.r_stride.eq(ins.r_stride),
+                     drain.p_index.eq(ins.p_index)]
+
+        # ---- scratchpad ports ----------------------------------------------------------------
+        # A: transposer A (GEMM) | row reader (vector ops) | host; B: transposer B | word reader
+        with m.If(running & is_gemm):
+            m.d.comb += [spad_ra.addr.eq(ta.addr), spad_ra.en.eq(ta.en)]
+        with m.Elif(running):
+            m.d.comb += [spad_ra.addr.eq(wr.addr), spad_ra.en.eq(wr.en)]
+        with m.Else():
+            m.d.comb += [spad_ra.addr.eq(host.spad_addr), spad_ra.en.eq(host.spad_ren)]
+        m.d.comb += [ta.data.eq(spad_ra.data), wr.data.eq(spad_ra.data),
+                     host.spad_rdata.eq(spad_ra.data)]
+        m.d.comb += [spad_rb.addr.eq(Mux(ins.b_trans, tb.addr, wb.addr)),
+                     spad_rb.en.eq(tb.en | wb.en), tb.data.eq(spad_rb.data),
+                     wb.data.eq(spad_rb.data)]
+        m.d.comb += [spad_rr.addr.eq(drain.r_addr), spad_rr.en.eq(1),
+                     drain.r_data.eq(spad_rr.data)]
+        m.d.comb += [ptab_r.addr.eq(Mux(running, drain.p_addr, host.ptab_addr)),
+                     ptab_r.en.eq(1), drain.p_data.eq(ptab_r.data)]
+        with m.If(running):
+            m.d.comb += [spad_w.addr.eq(drain.w_addr), spad_w.data.eq(drain.w_data),
+                         spad_w.en.eq(drain.w_en)]
+        with m.Else():
+            m.d.comb += [spad_w.addr.eq(host.spad_addr), spad_w.data.eq(host.spad_wdata),
+                         spad_w.en.eq(host.spad_wen.replicate(V))]
+
+        # ---- array operands ------------------------------------------------------------------
+        b_src = Mux(ins.b_trans, 1, 0)
+        b_valid = Mux(b_src, tb.o.valid, wb.o.valid)
+        m.d.comb += [array.a.valid.eq(ta.o.valid), ta.o.ready.eq(array.a.ready),
+                     array.a.payload.last.eq(ta.o.payload.last),
+                     array.b.valid.eq(b_valid),
+                     tb.o.ready.eq(array.b.ready & b_src), wb.o.ready.eq(array.b.ready & ~b_src)]
+        m.d.comb += [array.a.payload.data[r].eq(ta.o.payload.data[r]) for r in range(V)]
+        m.d.comb += [array.b.payload[c].eq(Mux(b_src, tb.o.payload.data[c],
+                                               wb.o.payload.data[c])) for c in range(V)]
+
+        # ---- vector units --------------------------------------------------------------------
+        units = {Opcode.SOFTMAX: smx, Opcode.GELU: gelu, Opcode.LAYERNORM: ln}
+        for op, unit in units.items():
+            sel = ins.op == op
+            m.d.comb += [unit.i.valid.eq(wr.o.valid & sel), unit.i.payload.eq(wr.o.payload)]
+            with m.If(sel):
+                m.d.comb += wr.o.ready.eq(unit.i.ready)
+        m.d.comb += self.error.eq(smx.error | ln.error
+                                  | (gelu.error if hasattr(gelu, "error") else 0))
+        m.d.comb += host.errors.eq(self.error)
+
+        # ---- drain input: array rows or unit results -----------------------------------------
+        with m.Switch(ins.op):
+            with m.Case(Opcode.GEMM):
+                m.d.comb += [drain.i.valid.eq(array.o.valid), array.o.ready.eq(drain.i.ready),
+                             drain.i.payload.last.eq(array.o.payload.last),
+                             drain.i.payload.count.eq(V)]
+                m.d.comb += [drain.i.payload.data[c].eq(array.o.payload.data[c])
+                             for c in range(V)]
+            for op, unit in units.items():
+                with m.Case(op):
+                    m.d.comb += [drain.i.valid.eq(unit.o.valid), unit.o.ready.eq(drain.i.ready),
+                                 drain.i.payload.last.eq(unit.o.payload.last),
+                                 drain.i.payload.count.eq(unit.o.payload.count)]
+                    m.d.comb += [drain.i.payload.data[c].eq(unit.o.payload.data[c])
+                                 for c in range(V)]
+
+        busy = ta.busy | tb.busy | wb.busy | wr.busy | ~drain.done
+        m.d.comb += [ctrl.idle.eq(~busy),
+                     ctrl.array_beat.eq(array.a.valid & array.a.ready),
+                     ctrl.a_starved.eq(running & is_gemm & array.b.valid & ~array.a.valid),
+                     ctrl.b_starved.eq(running & is_gemm & array.a.valid & ~array.b.valid),
+                     ctrl.drain_row.eq(drain.row)]
+        return m
