@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from amaranth.lib import data
 
 from hw.config import AcceleratorConfig
 from hw.isa import (DIM_BITS, HostCmd, Opcode, Target, header_layout, instr_layout,
@@ -112,6 +113,27 @@ class Program:
         t = self.tensors[self.output]
         return read_command(Target.SPAD, t.base, t.words(self.cfg.lanes))
 
+    def tensor_command(self, name: str) -> list[int]:
+        """READ of a whole tensor (its blocked words)."""
+        t = self.tensors[name]
+        return read_command(Target.SPAD, t.base, t.words(self.cfg.lanes))
+
+    def reply_words(self, name: str) -> int:
+        """Host words a :meth:`tensor_command` returns."""
+        return self.tensors[name].words(self.cfg.lanes) * words_for(spad_layout(self.cfg).size)
+
+    def decode(self, name: str, reply: list[int]) -> np.ndarray:
+        """A tensor from the words a :meth:`tensor_command` returned."""
+        layout = spad_layout(self.cfg)
+        n = words_for(layout.size)
+        if len(reply) != self.reply_words(name):
+            raise ValueError(f"{name}: expected {self.reply_words(name)} words, got {len(reply)}")
+        rows = []
+        for i in range(0, len(reply), n):
+            bits = sum(w << (32 * k) for k, w in enumerate(reply[i:i + n]))
+            rows.append(data_const(layout, bits))
+        return self.from_words(name, np.asarray(rows, np.int64))
+
     def to_words(self, name: str, x: np.ndarray) -> list:
         """A tensor's values as scratchpad words (blocked layout, zero padding)."""
         t, V = self.tensors[name], self.cfg.lanes
@@ -136,6 +158,12 @@ def _blocked(x: np.ndarray, stride: int, V: int) -> np.ndarray:
     pad[:, :cols] = x
     out[:, :rows] = pad.reshape(rows, nb, V).transpose(1, 0, 2)
     return out.reshape(nb * stride, V)
+
+
+def data_const(layout, bits: int) -> list[int]:
+    """An ``ArrayLayout`` entry's elements from its bits."""
+    c = data.Const(layout, bits)
+    return [int(c[i]) for i in range(layout.length)]
 
 
 def pack_entries(layout, values: list) -> list[int]:
@@ -402,7 +430,7 @@ class _Lower:
             else:
                 gelu = unit_params.gelu(im.scales[p + "fc1"], im.bits[p + "fc1"])
         except ValueError as exc:
-            raise CompileError(f"{p}: {exc}") from None
+            raise CompileError(f"{p.rstrip('.')}: {exc}") from None
         self.vtab.append({"softmax": smx, "gelu": gelu})
         return len(self.vtab) - 1
 
@@ -444,7 +472,7 @@ class _Lower:
 
         V = self.V
         for t in self.tensors.values():            # constants and pinned tensors first
-            if t.pinned or t.name == "input":
+            if t.pinned or t.name == self.input:
                 t.base = alloc(t.words(V))
         for n in range(len(self.instrs)):
             w = self.instrs[n].golden["writes"]
@@ -454,7 +482,7 @@ class _Lower:
             if reuse:
                 for name, end in last.items():
                     tt = self.tensors[name]
-                    if end == n and not tt.pinned and name != "input" and name != self.output:
+                    if end == n and not tt.pinned and name not in (self.input, self.output):
                         release(tt.base, tt.words(V))
         return top
 
@@ -475,7 +503,7 @@ def compile_model(model: IntModel, cfg: AcceleratorConfig, *, reuse: bool = True
     does not fit its memories."""
     lw = _Lower(model, cfg)
     inp, out = lw.vit() if model.spec.kind == "vit" else lw.bert()
-    lw.output = out
+    lw.input, lw.output = inp, out
     words = lw.allocate(reuse)
     lw.resolve()
     V = cfg.lanes
@@ -500,3 +528,29 @@ def compile_model(model: IntModel, cfg: AcceleratorConfig, *, reuse: bool = True
                                    f"{have} ({used - have} short)")
         del want
     return prog
+
+
+def golden_tensors(prog: Program, trace: dict, b: int = 0) -> dict:
+    """The golden trace (:func:`gen.golden.run`, batch item ``b``) under the program's tensor
+    names (per-head tensors ``<name>.h<i>`` are slices of the golden ``<name>``)."""
+    out = {}
+    for name, t in prog.tensors.items():
+        base, _, head = name.rpartition(".h")
+        if name in trace:
+            v = np.asarray(trace[name])[b]
+        elif head.isdigit() and base in trace:
+            v = np.asarray(trace[base])[b, int(head)]
+        else:
+            continue
+        out[name] = v.reshape(t.rows, t.cols) if v.size == t.rows * t.cols else v
+    return out
+
+
+def policy_for(cfg: AcceleratorConfig, policy=None):
+    """The activation policy a model needs to run on ``cfg``: attention probabilities no wider
+    than the array's activations (16-bit probabilities need ``abits = 16``)."""
+    from .quantize import ActPolicy, PROBS_BITS
+    policy = policy or ActPolicy()
+    if cfg.abits < PROBS_BITS and "probs" not in policy.overrides:
+        return ActPolicy({**policy.overrides, "probs": cfg.abits})
+    return policy

@@ -86,7 +86,8 @@ class Controller(wiring.Component):
                     m.next = "FETCH"
 
         executing = running & ~self.done
-        m.d.sync += counters["cycles"].eq(counters["cycles"] + executing)
+        with m.If(executing):
+            m.d.sync += counters["cycles"].eq(counters["cycles"] + 1)
         for op, name in ((Opcode.GEMM, "gemm_cycles"), (Opcode.SOFTMAX, "softmax_cycles"),
                          (Opcode.GELU, "gelu_cycles"), (Opcode.LAYERNORM, "layernorm_cycles")):
             with m.If(executing & (instr.op == op)):

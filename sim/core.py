@@ -1,0 +1,29 @@
+"""Run a compiled program on the Verilator-simulated accelerator (``sim/bench_core.py``) from
+plain Python: write the job, build (cached per configuration and memory sizes), run, return the
+bench's summary (per-inference performance counters, simulator speed)."""
+from __future__ import annotations
+
+import json
+import pickle
+
+from hw.top import Accelerator
+
+from .runner import build_dir_for, run_cocotb
+
+__all__ = ["run_on_core"]
+
+
+def run_on_core(program, inputs, expected, traces=None, *, tag: str = "") -> dict:
+    """Each of ``inputs`` through ``program`` on the simulated accelerator; raises
+    :class:`sim.runner.BenchFailed` (naming the first differing tensor when ``traces`` are given)
+    unless every output equals ``expected``."""
+    sizes = program.sizes()
+    build_dir = build_dir_for("core", {"cfg": program.cfg.to_dict(), "sizes": repr(sizes)})
+    build_dir.mkdir(parents=True, exist_ok=True)
+    job = build_dir / f"job{tag}.pkl"
+    with open(job, "wb") as f:
+        pickle.dump({"program": program, "inputs": list(inputs), "expected": list(expected),
+                     "traces": traces}, f)
+    run_cocotb(Accelerator(program.cfg, sizes), "accel", "sim.bench_core", build_dir,
+               env={"DYAD_CORE_JOB": str(job)})
+    return json.loads((build_dir / f"job{tag}.pkl.result.json").read_text())
