@@ -86,19 +86,43 @@ class Program:
 
     def sizes(self) -> Sizes:
         pow2 = 1 << max(4, (self.spad_words - 1).bit_length())
-        return Sizes(spad=pow2, imem=max(16, len(self.instrs) + 1),
+        return Sizes(spad=pow2, imem=max(16, len(self.imem(segmented=True)[0])),
                      ptab=max(16, len(self.ptab)), vtab=max(1, len(self.vtab)))
 
     # host command words --------------------------------------------------------------------
-    def load_commands(self) -> list[int]:
+    def segments(self) -> list[tuple[str, int, int]]:
+        """``(layer, first instruction, count)``: the program cut at layer boundaries
+        (``embed``, ``layers.<i>``, ``final_ln``, ``head``)."""
+        out = []
+        for n, ins in enumerate(self.instrs):
+            name = ins.layer
+            seg = ".".join(name.split(".")[:2]) if name.startswith("layers.") else (
+                "head" if name == "logits" else name.split(".")[0])
+            if out and out[-1][0] == seg:
+                out[-1][2] += 1
+            else:
+                out.append([seg, n, 1])
+        return [tuple(s) for s in out]
+
+    def imem(self, segmented: bool = False) -> tuple[list, list[int]]:
+        """Instruction memory entries and the ``RUN`` addresses: one program ending in ``END``,
+        or (``segmented``) one ``END`` after every layer, to time layers one ``RUN`` each."""
+        entries, starts = [], []
+        for _, first, count in (self.segments() if segmented else
+                                [("all", 0, len(self.instrs))]):
+            starts.append(len(entries))
+            entries += [i.fields for i in self.instrs[first:first + count]]
+            entries.append({"op": Opcode.END})
+        return entries, starts
+
+    def load_commands(self, segmented: bool = False) -> list[int]:
         """WRITE commands for everything that is constant across inferences."""
         cfg = self.cfg
         words = []
         for base, block in sorted(self.spad_init.items()):
             words += write_command(Target.SPAD, spad_layout(cfg), base,
                                    [list(r) for r in block])
-        imem = [i.fields for i in self.instrs] + [{"op": Opcode.END}]
-        words += write_command(Target.IMEM, instr_layout, 0, imem)
+        words += write_command(Target.IMEM, instr_layout, 0, self.imem(segmented)[0])
         words += write_command(Target.PTAB, ptab_layout(cfg), 0, self.ptab)
         if self.vtab:
             words += write_command(Target.VTAB, vtab_layout(cfg), 0, self.vtab)

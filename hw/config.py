@@ -64,6 +64,8 @@ class AcceleratorConfig:
     mode : numeric mode of the nonlinear units, ``"dyad"`` or ``"ivit"``.
     max_row : longest softmax / GELU row (sequence length, MLP width) the units buffer.
     max_channels : largest LayerNorm width C.
+    row_units : copies of each row unit (Shiftmax, LayerNorm, ShiftGELU) working on consecutive
+        rows at once (their per-row reciprocal and root latency overlaps).
     """
     rows: int = 8
     cols: int = 8
@@ -78,6 +80,7 @@ class AcceleratorConfig:
     mode: str = "dyad"
     max_row: int = 256
     max_channels: int = 1024
+    row_units: int = 2
     name: str = ""
 
     def __post_init__(self):
@@ -103,6 +106,8 @@ class AcceleratorConfig:
              "must be an integer in [1, 4096]")
         need(isinstance(self.max_channels, int) and 1 <= self.max_channels <= 1024,
              "max_channels", "must be an integer in [1, 1024]")
+        need(isinstance(self.row_units, int) and 1 <= self.row_units <= 8, "row_units",
+             "must be an integer in [1, 8]")
         if self.lanes == 0:
             object.__setattr__(self, "lanes", self.cols)
         need(isinstance(self.lanes, int) and self.lanes >= 1, "lanes", "must be >= 1")

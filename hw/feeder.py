@@ -185,7 +185,7 @@ class WordReader(wiring.Component):
     carries element ``(n + col) % V``; ``last`` on the tile's final word.
     """
 
-    DEPTH = 4
+    DEPTH = 8           # covers the read + FIFO latency at one word per cycle
 
     def __init__(self, lanes: int):
         if lanes & (lanes - 1):
@@ -223,7 +223,7 @@ class WordReader(wiring.Component):
 
         # credits: FIFO level plus the read in flight must leave room
         inflight = Signal()
-        room = q.level + inflight < self.DEPTH - 1
+        room = q.level + inflight < self.DEPTH
         issue = Signal()
         m.d.comb += [issue.eq(active & room), self.en.eq(issue), self.addr.eq(line)]
         m.d.sync += inflight.eq(issue)

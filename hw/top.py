@@ -34,6 +34,7 @@ from .hostif import HostInterface
 from .isa import (ELEM_BITS, PERF_COUNTERS, WORD_BITS, Opcode, Target, instr_layout,
                   ptab_lane_layout)
 from .layernorm import LayerNorm
+from .rowparallel import RowParallel
 from .shiftgelu import ShiftGelu
 from .softmax import Shiftmax
 from .systolic import SystolicArray
@@ -110,12 +111,16 @@ class Accelerator(wiring.Component):
     def _units(self):
         cfg = self._cfg
         V = cfg.lanes
-        smx = Shiftmax(mode=cfg.mode, lanes=V, in_bits=VEC_IN_BITS, max_row=cfg.max_row)
+        copies = cfg.row_units
+        smx = RowParallel(lambda: Shiftmax(mode=cfg.mode, lanes=V, in_bits=VEC_IN_BITS,
+                                           max_row=cfg.max_row), copies)
         if cfg.mode == "ivit":
-            gelu = ShiftGelu(lanes=V, in_bits=VEC_IN_BITS, max_row=cfg.max_row)
+            gelu = RowParallel(lambda: ShiftGelu(lanes=V, in_bits=VEC_IN_BITS,
+                                                 max_row=cfg.max_row), copies)
         else:
-            gelu = GeluUnit(lanes=V, in_bits=VEC_IN_BITS)
-        ln = LayerNorm(mode=cfg.mode, lanes=V, in_bits=VEC_IN_BITS, max_row=cfg.max_channels)
+            gelu = GeluUnit(lanes=V, in_bits=VEC_IN_BITS)      # element-wise: no row latency
+        ln = RowParallel(lambda: LayerNorm(mode=cfg.mode, lanes=V, in_bits=VEC_IN_BITS,
+                                           max_row=cfg.max_channels), copies)
         return smx, gelu, ln
 
     def elaborate(self, platform):

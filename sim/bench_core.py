@@ -93,22 +93,28 @@ async def run_model(dut):
     hello = await host.transact(command(HostCmd.HELLO), len(hello_words(prog.cfg, prog.sizes())))
     assert hello == hello_words(prog.cfg, prog.sizes()), f"HELLO mismatch: {hello}"
     t0 = time.perf_counter()
-    await host.send(prog.load_commands())
+    segmented = job.get("segmented", False)
+    await host.send(prog.load_commands(segmented))
+    starts = prog.imem(segmented)[1]
+    names = [s[0] for s in prog.segments()] if segmented else ["all"]
     failures, sim_cycles, wall, perfs = [], 0, 0.0, []
     for n, (x, want) in enumerate(zip(job["inputs"], job["expected"])):
         await host.send(prog.input_commands(x))
-        t = time.perf_counter()
-        reply = await host.transact(command(HostCmd.RUN, 0), 1)
-        wall += time.perf_counter() - t
-        status = status_layout.from_bits(reply[0])
-        assert int(status.code) == STATUS_OK, f"image {n}: status {reply[0]:#x}"
-        assert int(status.errors) == 0, f"image {n}: unit error flags {int(status.errors):#x}"
+        perf, layers = {k: 0 for k in PERF_COUNTERS}, {}
+        for name, pc in zip(names, starts):
+            t = time.perf_counter()
+            reply = await host.transact(command(HostCmd.RUN, pc), 1)
+            wall += time.perf_counter() - t
+            status = status_layout.from_bits(reply[0])
+            assert int(status.code) == STATUS_OK, f"image {n}: status {reply[0]:#x}"
+            assert int(status.errors) == 0, f"image {n}: unit error flags {int(status.errors):#x}"
+            counters = await host.transact(command(HostCmd.PERF), len(PERF_COUNTERS))
+            layers[name] = dict(zip(PERF_COUNTERS, counters))
+            perf = {k: perf[k] + layers[name][k] for k in PERF_COUNTERS}
         out = prog.decode(prog.output, await host.transact(prog.output_command(),
                                                            prog.reply_words(prog.output)))
-        perf = dict(zip(PERF_COUNTERS, await host.transact(command(HostCmd.PERF),
-                                                           len(PERF_COUNTERS))))
         sim_cycles += perf["cycles"]
-        perfs.append(perf)
+        perfs.append({**perf, "layers": {k: v["cycles"] for k, v in layers.items()}})
         dut._log.info("CORE image=%d %s", n, " ".join(f"{k}={v}" for k, v in perf.items()))
         if not np.array_equal(out, np.asarray(want).reshape(out.shape)):
             where = "(compile without reuse to locate)"

@@ -10,20 +10,28 @@ from hw.top import Accelerator
 
 from .runner import build_dir_for, run_cocotb
 
-__all__ = ["run_on_core"]
+__all__ = ["run_on_core", "CXX_OPT"]
+
+# Verilator emits the whole accelerator as a few very large C++ functions: at -O1 one of them
+# compiled for over 11 minutes on our 2-core machine, so the core is built at -O0 too
+# (~3 000 simulated cycles/s, printed by the bench)
+CXX_OPT = "-O0"
 
 
-def run_on_core(program, inputs, expected, traces=None, *, tag: str = "") -> dict:
+def run_on_core(program, inputs, expected, traces=None, *, tag: str = "",
+                segmented: bool = False) -> dict:
     """Each of ``inputs`` through ``program`` on the simulated accelerator; raises
     :class:`sim.runner.BenchFailed` (naming the first differing tensor when ``traces`` are given)
-    unless every output equals ``expected``."""
+    unless every output equals ``expected``. ``segmented``: one RUN per layer (per-layer
+    cycles in the result)."""
     sizes = program.sizes()
-    build_dir = build_dir_for("core", {"cfg": program.cfg.to_dict(), "sizes": repr(sizes)})
+    build_dir = build_dir_for("core", {"cfg": program.cfg.to_dict(), "sizes": repr(sizes),
+                                       "opt": CXX_OPT})
     build_dir.mkdir(parents=True, exist_ok=True)
     job = build_dir / f"job{tag}.pkl"
     with open(job, "wb") as f:
         pickle.dump({"program": program, "inputs": list(inputs), "expected": list(expected),
-                     "traces": traces}, f)
+                     "traces": traces, "segmented": segmented}, f)
     run_cocotb(Accelerator(program.cfg, sizes), "accel", "sim.bench_core", build_dir,
-               env={"DYAD_CORE_JOB": str(job)})
+               env={"DYAD_CORE_JOB": str(job)}, cxx_opt=CXX_OPT)
     return json.loads((build_dir / f"job{tag}.pkl.result.json").read_text())

@@ -25,7 +25,8 @@ VERILATOR_ARGS = [
 # simulation speed: no C++ optimisation (wide multi-lane units otherwise take minutes to compile).
 # cocotb runs make itself, so the overrides travel in MAKEFLAGS (variable assignments there act as
 # command-line overrides).
-MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
+def make_overrides(opt: str) -> str:
+    return f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt} OPT_SLOW={opt} OPT_GLOBAL={opt}"
 
 
 class BenchFailed(AssertionError):
@@ -61,16 +62,20 @@ def build_dir_for(kind: str, params: dict) -> Path:
 
 
 def run_cocotb(design, toplevel: str, test_module: str, build_dir: Path, *,
-               env: dict | None = None, testcase=None, seed: int = 1) -> tuple[int, int]:
+               env: dict | None = None, testcase=None, seed: int = 1,
+               cxx_opt: str = "-O0") -> tuple[int, int]:
     """Convert ``design`` (an Amaranth elaboratable) to Verilog, build it with Verilator (if the
     Verilog changed) and run the cocotb ``test_module`` against it. Returns ``(tests, failed)``
-    and raises :class:`BenchFailed` if any test failed or none ran."""
+    and raises :class:`BenchFailed` if any test failed or none ran. ``cxx_opt``: the C++
+    optimisation level (long simulations pay back a slower build)."""
     from amaranth.back import verilog
     from cocotb_tools.runner import get_results, get_runner
 
     verilator_bin()
-    if MAKE_OVERRIDES not in os.environ.get("MAKEFLAGS", ""):
-        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + MAKE_OVERRIDES).strip()
+    keep = [w for w in os.environ.get("MAKEFLAGS", "").split()
+            if not w.startswith(("CFG_CXXFLAGS_PCH_I=", "OPT_FAST=", "OPT_SLOW=", "OPT_GLOBAL="))
+            and w != "-include"]
+    os.environ["MAKEFLAGS"] = " ".join(keep + [make_overrides(cxx_opt)])
     build_dir = Path(build_dir)
     vfile = build_dir / f"{toplevel}.v"
     write_if_changed(vfile, verilog.convert(design, name=toplevel))

@@ -21,7 +21,7 @@ BERT_SPEC = TransformerSpec(kind="bert", dim=64, heads=4, depth=1, mlp_dim=256, 
 
 
 def core_config(size: int, mode: str, **kw) -> AcceleratorConfig:
-    return AcceleratorConfig(rows=size, cols=size, kmax=256, mode=mode, **kw)
+    return AcceleratorConfig(rows=size, cols=size, mode=mode, **{"kmax": 256, **kw})
 
 
 @functools.lru_cache(maxsize=None)
