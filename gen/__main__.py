@@ -57,7 +57,7 @@ def _config_from_args(args):
             raise CliError(f"--bits {args.bits}: must be 4 or 8 (use --act-bits 16 for 16-bit "
                            f"activations)")
         kw["wbits"] = args.bits
-    for name in ("act_bits", "kmax", "lanes", "mbits", "device", "mode"):
+    for name in ("act_bits", "kmax", "lanes", "mbits", "device", "mode", "row_units"):
         value = getattr(args, name)
         if value is not None:
             kw["abits" if name == "act_bits" else name] = value
@@ -67,17 +67,62 @@ def _config_from_args(args):
         raise CliError(str(exc)) from None
 
 
+def _int_model(cfg, model_path):
+    """The model to compile: a saved IntModel (``.json``), or a checkpoint directory quantised
+    here for ``cfg`` (ViT: calibrated on the digits training split; BERT: on seeded random
+    token ids). Default: the built-in digits ViT."""
+    import numpy as np
+
+    from . import checkpoint
+    from .accuracy import DEFAULT_MODEL
+    from .compiler import policy_for
+    from .quantize import IntModel, quantize_model
+
+    path = Path(model_path) if model_path else DEFAULT_MODEL
+    if path.suffix == ".json" or path.with_suffix(".npz").is_file():
+        im = IntModel.load(path)
+        if im.mode != cfg.mode:
+            raise CliError(f"--model {path}: quantised for mode {im.mode!r}, building "
+                           f"{cfg.mode!r} (use --mode {im.mode})")
+        return im, path
+    if not (path / "config.json").is_file():
+        raise CliError(f"--model {path}: not a checkpoint directory (no config.json) or an "
+                       f"IntModel .json")
+    spec, params = checkpoint.load(path)
+    if spec.kind == "vit":
+        if spec.image_size != 8 or spec.channels != 1:
+            raise CliError(f"--model {path}: ViT checkpoints are calibrated on the 8x8 digits; "
+                           f"quantise others yourself and pass the IntModel .json")
+        from .data import digits_split
+        samples = digits_split()[0]
+    else:
+        samples = np.random.default_rng(0).integers(0, spec.vocab_size, (64, spec.seq_len))
+    im = quantize_model(spec, params, samples, mode=cfg.mode, mbits=cfg.mbits,
+                        policy=policy_for(cfg))
+    return im, path
+
+
 def _build(args) -> int:
     import time
 
     from . import build
+    from .compiler import compile_model
 
     t0 = time.perf_counter()
     cfg = _config_from_args(args)
     out = args.out or Path("build") / cfg.name
     print(build.summary(cfg))
-    doc = build.build(cfg, out)
-    print(f"wrote {out}/{cfg.name}.json and {len(doc['units'])} units (Verilog + RTLIL) "
+    program = None
+    if args.model != "none":
+        im, path = _int_model(cfg, args.model)
+        program = compile_model(im, cfg)
+        sz = program.sizes()
+        print(f"  program for {path}: {len(program.instrs)} instructions, {program.macs} MACs; "
+              f"scratchpad {program.spad_words} of {sz.spad} words, requant table "
+              f"{len(program.ptab)}, vector table {len(program.vtab)}")
+    doc = build.build(cfg, out, program=program)
+    extra = " + the accelerator and its program" if program is not None else ""
+    print(f"wrote {out}/{cfg.name}.json and {len(doc['units'])} units (Verilog + RTLIL){extra} "
           f"in {time.perf_counter() - t0:.1f} s")
     if args.report:
         from . import report
@@ -95,6 +140,8 @@ def _add_build_args(p):
     p.add_argument("--mbits", type=int, default=None, help="requant mantissa bits (8..31)")
     p.add_argument("--device", default=None, help="ecp5-25f | ecp5-45f | ecp5-85f | ice40-up5k")
     p.add_argument("--mode", default=None, help="numeric mode of the nonlinear units: dyad | ivit")
+    p.add_argument("--row-units", type=int, default=None,
+                   help="parallel copies of each row unit (Shiftmax, LayerNorm; default 2)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default build/NAME)")
     p.add_argument("--seeds", type=int, default=1, help="place-and-route seeds (median reported)")
     p.add_argument("--unit", action="append", default=None,
@@ -113,10 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="write Verilog, RTLIL and <name>.json for a configuration")
     _add_build_args(p)
     p.add_argument("--report", action="store_true", help="also run yosys + nextpnr")
+    p.add_argument("--model", default=None,
+                   help="checkpoint directory or IntModel .json to size the accelerator for and "
+                        "compile (default: the built-in digits ViT; 'none': units only)")
     p.set_defaults(func=_build)
     p = sub.add_parser("report", help="build, then LUT/FF/DSP/BRAM/Fmax from yosys + nextpnr")
     _add_build_args(p)
-    p.set_defaults(func=_build, report=True)
+    p.set_defaults(func=_build, report=True, model="none")
     p = sub.add_parser("accuracy", help="float vs integer-only top-1 on the digits test split")
     p.add_argument("--model", type=Path, default=None, help="checkpoint directory "
                    "(default: the built-in digits ViT)")
@@ -139,6 +189,7 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (CliError, ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
+        # includes gen.compiler.CompileError (a ValueError): what does not fit, by how much
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
 from hw.config import AcceleratorConfig
+from hw.top import Accelerator, Sizes, hello_words
 from hw.gelu import GeluUnit
 from hw.layernorm import LayerNorm
 from hw.requant import Requantizer
@@ -99,8 +100,24 @@ def _write_unit(cfg: AcceleratorConfig, unit: str, out: Path) -> dict:
             "seconds": round(time.perf_counter() - t, 2)}
 
 
-def build(cfg: AcceleratorConfig, out: Path, *, log=print, jobs: int | None = None) -> dict:
-    """Write every unit's Verilog and RTLIL plus ``<name>.json`` into ``out``. Returns the JSON.
+def _write_accelerator(cfg: AcceleratorConfig, sizes: Sizes, out: Path) -> dict:
+    t = time.perf_counter()
+    component = Accelerator(cfg, sizes)
+    top = f"{cfg.name}_accelerator"
+    il, v = _convert(component, top)
+    (out / f"{top}.il").write_text(il)
+    (out / f"{top}.v").write_text(v)
+    return {"top": top, "verilog": f"{top}.v", "rtlil": f"{top}.il",
+            "ports": ports_json(component), "sizes": asdict(sizes),
+            "hello": hello_words(cfg, sizes), "kib": len(v) // 1024,
+            "seconds": round(time.perf_counter() - t, 2)}
+
+
+def build(cfg: AcceleratorConfig, out: Path, *, log=print, jobs: int | None = None,
+          program=None) -> dict:
+    """Write every unit's Verilog and RTLIL plus ``<name>.json`` into ``out``; with a compiled
+    ``program`` (:class:`gen.compiler.Program`) also the whole accelerator, its memories sized for
+    the program, and the program itself (``<name>.program.json``). Returns the JSON.
 
     Units are elaborated in parallel worker processes (``jobs``, default: one per CPU)."""
     from concurrent.futures import ProcessPoolExecutor
@@ -109,16 +126,26 @@ def build(cfg: AcceleratorConfig, out: Path, *, log=print, jobs: int | None = No
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs = jobs or min(len(UNITS), os.cpu_count() or 1)
+    tasks = {u: (_write_unit, cfg, u, out) for u in UNITS}
+    if program is not None:
+        tasks["accelerator"] = (_write_accelerator, cfg, program.sizes(), out)
     if jobs > 1:
         with ProcessPoolExecutor(jobs) as pool:
-            futures = {u: pool.submit(_write_unit, cfg, u, out) for u in UNITS}
-            units = {u: f.result() for u, f in futures.items()}
+            # the whole accelerator takes longest: start it first
+            futures = {u: pool.submit(*tasks[u]) for u in sorted(tasks, key=lambda u: u !=
+                                                                   "accelerator")}
+            done = {u: f.result() for u, f in futures.items()}
     else:
-        units = {u: _write_unit(cfg, u, out) for u in UNITS}
-    for unit, info in units.items():
-        log(f"  {unit:9s} -> {info['verilog']} ({info.pop('kib')} KiB) in "
+        done = {u: fn(*a) for u, (fn, *a) in tasks.items()}
+    for unit in tasks:
+        info = done[unit]
+        log(f"  {unit:11s} -> {info['verilog']} ({info.pop('kib')} KiB) in "
             f"{info.pop('seconds'):.1f} s")
+    units = {u: done[u] for u in UNITS}
     doc = {"format": "dyad-build-1", "name": cfg.name, "config": cfg.to_dict(), "units": units}
+    if program is not None:
+        path = program.save(out / f"{cfg.name}.program.json")
+        doc["accelerator"] = {**done["accelerator"], "program": path.name}
     (out / f"{cfg.name}.json").write_text(json.dumps(doc, indent=1) + "\n")
     doc["seconds"] = time.perf_counter() - t0
     return doc

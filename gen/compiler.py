@@ -20,7 +20,9 @@ mismatch layer by layer).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 from amaranth.lib import data
@@ -90,6 +92,53 @@ class Program:
                      ptab=max(16, len(self.ptab)), vtab=max(1, len(self.vtab)))
 
     # host command words --------------------------------------------------------------------
+    # file ------------------------------------------------------------------------------------
+    FORMAT = "dyad-program-1"
+
+    def save(self, path) -> Path:
+        """``<path>`` as JSON: config, instructions, tables, constant image, tensor map."""
+        def plain(v):
+            if isinstance(v, Opcode):
+                return v.name
+            if isinstance(v, (np.integer,)):
+                return int(v)
+            if isinstance(v, np.ndarray):
+                return v.tolist()
+            if isinstance(v, dict):
+                return {k: plain(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [plain(x) for x in v]
+            return v
+        doc = {"format": self.FORMAT, "config": self.cfg.to_dict(), "mode": self.model_mode,
+               "sizes": asdict(self.sizes()), "input": self.input, "output": self.output,
+               "spad_words": self.spad_words, "macs": self.macs,
+               "tensors": {n: asdict(t) for n, t in self.tensors.items()},
+               "instrs": [{"layer": i.layer, "macs": i.macs, "fields": plain(i.fields),
+                           "golden": plain(i.golden)} for i in self.instrs],
+               "ptab": self.ptab, "vtab": plain(self.vtab),
+               "spad_init": {str(k): plain(v) for k, v in self.spad_init.items()}}
+        path = Path(path)
+        path.write_text(json.dumps(doc) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path) -> "Program":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"program file not found: {path}")
+        doc = json.loads(path.read_text())
+        if doc.get("format") != cls.FORMAT:
+            raise ValueError(f"{path}: not a Dyad program (format {doc.get('format')!r})")
+        instrs = []
+        for i in doc["instrs"]:
+            f = dict(i["fields"])
+            f["op"] = Opcode[f["op"]]
+            instrs.append(Instr(f, i["layer"], i["macs"], i["golden"]))
+        return cls(AcceleratorConfig.from_dict(doc["config"]), doc["mode"], instrs,
+                   {n: Tensor(**t) for n, t in doc["tensors"].items()},
+                   {int(k): np.asarray(v, np.int64) for k, v in doc["spad_init"].items()},
+                   doc["ptab"], doc["vtab"], doc["input"], doc["output"], doc["spad_words"])
+
     def segments(self) -> list[tuple[str, int, int]]:
         """``(layer, first instruction, count)``: the program cut at layer boundaries
         (``embed``, ``layers.<i>``, ``final_ln``, ``head``)."""
@@ -366,7 +415,7 @@ class _Lower:
             rm, re = int(self.T[out + ".res_m"]), int(self.T[out + ".res_e"])
             if abs(rm) >= 1 << 31:
                 raise CompileError(f"{out}: residual multiplier does not fit 32 bits")
-        self.gemm(out, out, src, lin + ".w", m=m, n=n, k=k, p_index=p, res=res, rm=rm, re=re,
+        self.gemm(lin, out, src, lin + ".w", m=m, n=n, k=k, p_index=p, res=res, rm=rm, re=re,
                   o_row=o_row)
 
     # model -----------------------------------------------------------------------------------

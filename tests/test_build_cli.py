@@ -32,15 +32,23 @@ def test_build_writes_files(tmp_path):
     assert a["width"] == layout.size
     assert a["fields"]["last"]["offset"] == layout["last"].offset
     assert "16x16" not in r.stdout and "4x4" in r.stdout
+    # the default model (digits ViT) is compiled; the accelerator is sized for it
+    acc = doc["accelerator"]
+    assert f"module {acc['top']}" in (tmp_path / acc["verilog"]).read_text()
+    from gen.compiler import Program
+    prog = Program.load(tmp_path / acc["program"])
+    assert prog.sizes().spad == acc["sizes"]["spad"] and len(prog.instrs) == 45
+    assert acc["hello"][2:4] == [4, 4]
 
 
 def test_w4a16_and_preset(tmp_path):
     r = _gen("build", "--bits", "4", "--act-bits", "16", "--array", "3x5", "--out",
-             str(tmp_path / "a"))
+             str(tmp_path / "a"), "--model", "none")
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "a" / "dyad_3x5_w4a16.json").read_text())
     assert doc["config"]["derived"]["acc_bits"] == 4 + 16 + 12
-    r = _gen("build", "--preset", "icebreaker", "--out", str(tmp_path / "b"))
+    assert "accelerator" not in doc
+    r = _gen("build", "--preset", "icebreaker", "--out", str(tmp_path / "b"), "--model", "none")
     assert r.returncode == 0, r.stderr
 
 
@@ -54,6 +62,9 @@ def test_w4a16_and_preset(tmp_path):
     (["--array", "16x16", "--device", "ice40-up5k"], "does not fit ice40-up5k"),
     (["--preset", "huge"], "--preset 'huge': unknown"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--array", "3x5"], "the accelerator core needs rows == cols == lanes (got 3x5"),
+    (["--model", "no/such/dir"], "--model no/such/dir: not a checkpoint directory"),
+    (["--array", "8x8", "--kmax", "32"], "layers.0.fc2: K = 64 exceeds the array's kmax = 32"),
 ])
 def test_bad_arguments_one_line(tmp_path, args, message):
     r = _gen("build", *args, "--out", str(tmp_path))
