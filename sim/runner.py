@@ -63,11 +63,13 @@ def build_dir_for(kind: str, params: dict) -> Path:
 
 def run_cocotb(design, toplevel: str, test_module: str, build_dir: Path, *,
                env: dict | None = None, testcase=None, seed: int = 1,
-               cxx_opt: str = "-O0") -> tuple[int, int]:
+               cxx_opt: str = "-O0", ports_only: bool = False) -> tuple[int, int]:
     """Convert ``design`` (an Amaranth elaboratable) to Verilog, build it with Verilator (if the
     Verilog changed) and run the cocotb ``test_module`` against it. Returns ``(tests, failed)``
     and raises :class:`BenchFailed` if any test failed or none ran. ``cxx_opt``: the C++
-    optimisation level (long simulations pay back a slower build)."""
+    optimisation level (long simulations pay back a slower build). ``ports_only``: the bench
+    touches only top-level ports, so internal signals need not be public (cocotb's runner makes
+    every signal public, which keeps Verilator from optimising the model)."""
     from amaranth.back import verilog
     from cocotb_tools.runner import get_results, get_runner
 
@@ -80,6 +82,16 @@ def run_cocotb(design, toplevel: str, test_module: str, build_dir: Path, *,
     vfile = build_dir / f"{toplevel}.v"
     write_if_changed(vfile, verilog.convert(design, name=toplevel))
     runner = get_runner("verilator")
+    if ports_only:
+        build_command = runner._build_command
+
+        def _without_public():
+            cmds = build_command()
+            args = cmds[0]
+            n = args.index("--public-flat-rw")
+            cmds[0] = args[:n] + ["--public-depth", "1"] + args[n + 1:]
+            return cmds
+        runner._build_command = _without_public
     runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir,
                  build_args=VERILATOR_ARGS, timescale=("1ns", "1ps"),
                  log_file=build_dir / "build.log")
