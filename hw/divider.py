@@ -1,11 +1,11 @@
-"""Sequential restoring divider: one quotient bit per cycle, shared by a unit's row reciprocals.
+"""Sequential restoring divider: ``bits_per_cycle`` quotient bits per cycle (radix 2 or 4),
+shared by a unit's row reciprocals.
 
 ``quot = num // den`` for unsigned ``num`` (``num_bits``) and ``den`` (``den_bits``), exactly
-``num_bits`` cycles after the operands are accepted (plus one to present the result). One division
-at a time: ``i.ready`` is low while busy or while a result waits on ``o``. ``den = 0`` gives
-``2^num_bits - 1`` (callers never divide by zero; the value is defined so a fault cannot hang).
-Throughput for a unit: one reciprocal every ``num_bits + 1`` cycles, hidden behind any row of at
-least that many beats.
+``ceil(num_bits / bits_per_cycle)`` cycles after the operands are accepted (plus one to present the
+result). One division at a time: ``i.ready`` is low while busy or while a result waits on ``o``.
+``den = 0`` gives all ones (callers never divide by zero; the value is defined so a fault cannot
+hang). Radix 4 chains two compare-subtracts per cycle: half the latency for a longer path.
 """
 from __future__ import annotations
 
@@ -21,36 +21,45 @@ __all__ = ["SequentialDivider"]
 class SequentialDivider(wiring.Component):
     """Members: ``i`` (stream of ``{num, den}``), ``o`` (stream of the quotient)."""
 
-    def __init__(self, num_bits: int, den_bits: int):
+    def __init__(self, num_bits: int, den_bits: int, bits_per_cycle: int = 1):
         with validating(self):
             for name, v in (("num_bits", num_bits), ("den_bits", den_bits)):
                 if not isinstance(v, int) or not 1 <= v <= 64:
                     raise ValueError(f"{name} must be an integer in [1, 64], not {v!r}")
-        self.num_bits, self.den_bits = num_bits, den_bits
+            if bits_per_cycle not in (1, 2):
+                raise ValueError(f"bits_per_cycle must be 1 or 2, not {bits_per_cycle!r}")
+        self.num_bits, self.den_bits, self.bits_per_cycle = num_bits, den_bits, bits_per_cycle
         layout = data.StructLayout({"num": unsigned(num_bits), "den": unsigned(den_bits)})
         super().__init__({"i": In(stream.Signature(layout)),
                           "o": Out(stream.Signature(unsigned(num_bits)))})
 
     def elaborate(self, platform):
         m = Module()
-        nb = self.num_bits
+        k = self.bits_per_cycle
+        steps = -(-self.num_bits // k)
+        nb = steps * k                           # numerator zero-extended to whole steps
         num = Signal(nb)
         den = Signal(self.den_bits)
         rem = Signal(self.den_bits + 1)
         quot = Signal(nb)
-        count = Signal(range(nb + 1))
+        count = Signal(range(steps + 1))
         busy = Signal()
-        m.d.comb += [self.i.ready.eq(~busy & ~self.o.valid), self.o.payload.eq(quot)]
+        m.d.comb += [self.i.ready.eq(~busy & ~self.o.valid),
+                     self.o.payload.eq(quot[:self.num_bits])]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [num.eq(self.i.payload.num), den.eq(self.i.payload.den), rem.eq(0),
-                         count.eq(nb), busy.eq(1)]
+                         count.eq(steps), busy.eq(1)]
         with m.If(busy):
-            trial = Cat(num[-1], rem)            # (rem << 1) | next numerator bit
-            take = trial >= den
-            m.d.sync += [rem.eq(Mux(take, trial - den, trial)),
-                         quot.eq(Cat(take, quot)), num.eq(num << 1), count.eq(count - 1)]
+            r, q = rem, quot
+            for j in range(k):
+                trial = Cat(num[nb - 1 - j], r)          # (rem << 1) | next numerator bit
+                take = trial >= den
+                r = Signal.like(rem, name=f"rem_step{j}")
+                m.d.comb += r.eq(Mux(take, trial - den, trial))
+                q = Cat(take, q)[:nb]
+            m.d.sync += [rem.eq(r), quot.eq(q), num.eq(num << k), count.eq(count - 1)]
             with m.If(count == 1):
                 m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
         return m

@@ -63,7 +63,7 @@ def build_dir_for(kind: str, params: dict) -> Path:
 
 def run_cocotb(design, toplevel: str, test_module: str, build_dir: Path, *,
                env: dict | None = None, testcase=None, seed: int = 1,
-               cxx_opt: str = "-O0", ports_only: bool = False) -> tuple[int, int]:
+               cxx_opt: str = "-O0", ports_only: bool = True) -> tuple[int, int]:
     """Convert ``design`` (an Amaranth elaboratable) to Verilog, build it with Verilator (if the
     Verilog changed) and run the cocotb ``test_module`` against it. Returns ``(tests, failed)``
     and raises :class:`BenchFailed` if any test failed or none ran. ``cxx_opt``: the C++

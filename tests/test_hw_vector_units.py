@@ -15,12 +15,13 @@ from hw.gelu import GeluUnit
 from hw.softmax import Shiftmax
 
 
+@pytest.mark.parametrize("radix_bits", [1, 2])
 @pytest.mark.parametrize("nb, db", [(8, 4), (31, 31), (62, 40)])
-def test_divider(nb, db):
+def test_divider(nb, db, radix_bits):
     rnd = random.Random(nb)
     cases = [((1 << nb) - 1, 1), (0, 5), (5, (1 << db) - 1), ((1 << nb) - 1, (1 << db) - 1),
              (7, 0)] + [(rnd.randrange(1 << nb), rnd.randrange(1, 1 << db)) for _ in range(40)]
-    dut, got = SequentialDivider(nb, db), []
+    dut, got = SequentialDivider(nb, db, radix_bits), []
 
     async def producer(ctx):
         await feed(ctx, dut.i, [{"num": n, "den": d} for n, d in cases], rnd, 0.3)
