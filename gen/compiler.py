@@ -346,7 +346,8 @@ class _Lower:
                                    f"({(1 << DIM_BITS) - 1})")
 
     def gemm(self, layer: str, out: str, a: str, b: str, *, m: int, n: int, k: int,
-             p_index: int, a_col: int = 0, b_col: int = 0, b_trans: bool = False,
+             p_index: int, a_col: int = 0, a_row: int = 0, b_col: int = 0,
+             b_trans: bool = False,
              o_row: int = 0, o_col: int = 0, res: str | None = None, rm: int = 0, re: int = 0,
              golden: dict | None = None):
         cfg, V, ts = self.cfg, self.V, self.tensors
@@ -368,7 +369,8 @@ class _Lower:
                                f"straddles {V}-lane words")
         f = {"op": Opcode.GEMM, "wide": int(O.bits == 16), "residual": int(res is not None),
              "b_trans": int(b_trans), "m": m, "n": n, "k": k,
-             "a_base": (a, (a_col // V) * A.stride), "a_stride": A.stride, "a_col": a_col % V,
+             "a_base": (a, (a_col // V) * A.stride + a_row), "a_stride": A.stride,
+             "a_col": a_col % V,
              "b_base": (b, (b_col // V) * B.stride), "b_stride": B.stride, "b_col": b_col % V,
              "o_base": (out, (o_col // V) * O.stride + o_row), "o_stride": O.stride,
              "o_lane": o_col % V, "p_index": p_index, "rm": int(rm), "re": int(re)}
@@ -462,17 +464,21 @@ class _Lower:
         p_scores = self.params(rows, T[p + "scores.m"], T[p + "scores.e"])
         p_probs = self.params(rows, IDENTITY_REQUANT["m"], IDENTITY_REQUANT["e"])
         p_ctx = self.params(hd, T[p + "ctx.m"], T[p + "ctx.e"])
+        # all heads' scores and probabilities in one tensor each (head h at rows h * rows), so one
+        # SOFTMAX instruction keeps the row units busy across heads
+        sc, pr = p + "scores", p + "probs"
+        self.act(sc, s.heads * rows, rows)
+        self.act(pr, s.heads * rows, rows)
         for h in range(s.heads):
-            sc, pr = f"{p}scores.h{h}", f"{p}probs.h{h}"
-            self.act(sc, rows, rows, im.bits[p + "scores"])
-            self.gemm(sc, sc, p + "q", p + "k", m=rows, n=rows, k=hd, p_index=p_scores,
-                      a_col=h * hd, b_col=h * hd, b_trans=True)
-            self.act(pr, rows, rows, im.bits[p + "probs"])
-            self.rows_op(Opcode.SOFTMAX, pr, pr, sc, p_index=p_probs, v_index=v_index,
-                         golden={"fn": "softmax", "scale": im.scales[p + "scores"],
-                                 "out_bits": im.bits[p + "probs"], "mode": im.mode})
+            self.gemm(f"{sc}.h{h}", sc, p + "q", p + "k", m=rows, n=rows, k=hd,
+                      p_index=p_scores, a_col=h * hd, b_col=h * hd, b_trans=True,
+                      o_row=h * rows)
+        self.rows_op(Opcode.SOFTMAX, pr, pr, sc, p_index=p_probs, v_index=v_index,
+                     golden={"fn": "softmax", "scale": im.scales[sc],
+                             "out_bits": im.bits[pr], "mode": im.mode})
+        for h in range(s.heads):
             self.gemm(f"{p}ctx.h{h}", p + "ctx", pr, p + "v", m=rows, n=hd, k=rows,
-                      p_index=p_ctx, b_col=h * hd, o_col=h * hd)
+                      p_index=p_ctx, a_row=h * rows, b_col=h * hd, o_col=h * hd)
         self.linear(p + "proj", p + "ctx", p + "attn_res", res=x)
         if s.pre_ln:
             self.layernorm(p + "attn_res", p + "ln2")

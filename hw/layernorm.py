@@ -56,7 +56,8 @@ class LayerNorm(wiring.Component):
         m = Module()
         L, W = self.lanes, self.in_bits
         vb = self.var_bits
-        m.submodules.div = div = SequentialDivider(max(vb, 31), vb)   # 2^31 - 1 numerator
+        # 2^31 - 1 numerator; radix 4: the per-row mean, Newton and reciprocal divisions dominate short rows
+        m.submodules.div = div = SequentialDivider(max(vb, 31), vb, bits_per_cycle=2)
         m.submodules.sqrt = sqrt = SequentialSqrt(vb)
         m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * W), depth=self.depth,
                                                      init=[])

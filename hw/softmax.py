@@ -107,7 +107,8 @@ class Shiftmax(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L, prm = self.lanes, self.params
-        m.submodules.div = div = SequentialDivider(self.num_bits, min(self.sum_bits, 64))
+        m.submodules.div = div = SequentialDivider(self.num_bits, min(self.sum_bits, 64),
+                                                   bits_per_cycle=2)     # radix 4
         m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * self.in_bits),
                                                      depth=self.depth, init=[])
         m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(L * self.e_bits),

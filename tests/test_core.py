@@ -92,7 +92,7 @@ def test_compile_errors():
     with pytest.raises(CompileError, match="mode 'dyad'.*'ivit'"):
         compile_model(im, core_config(8, "ivit"))
     wide, _ = digits_model("dyad", abits=16)                 # 16-bit attention probabilities
-    with pytest.raises(CompileError, match=r"probs\.h0 is 16-bit.*--act-bits 16"):
+    with pytest.raises(CompileError, match=r"layers\.0\.probs is 16-bit.*--act-bits 16"):
         compile_model(wide, core_config(8, "dyad"))
     with pytest.raises(CompileError, match=r"spad: the program needs \d+ entries, the "
                                            r"accelerator has 1024 \(\d+ short\)"):
@@ -190,7 +190,7 @@ def _run_digits(size, mode, n_images):
 
 @pytest.mark.parametrize("size,mode", [(8, "dyad"), (8, "ivit"), (16, "dyad")])
 def test_core_digits(size, mode):
-    _run_digits(size, mode, 2)
+    _run_digits(size, mode, 5)
 
 
 @pytest.mark.slow
