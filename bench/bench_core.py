@@ -80,8 +80,12 @@ def main(argv=None) -> int:
     for arr in args.array or ["8x8", "16x16"]:
         r, c = (int(v) for v in arr.split("x"))
         kw = {"row_units": args.row_units} if args.row_units else {}
-        cfg = AcceleratorConfig(rows=r, cols=c, kmax=256, mode=args.mode, abits=args.act_bits,
-                                **kw)
+        try:
+            cfg = AcceleratorConfig(rows=r, cols=c, kmax=256, mode=args.mode,
+                                    abits=args.act_bits, **kw)
+        except ValueError as exc:
+            print(f"-- {arr}: skipped: {exc}")
+            continue
         print(f"-- {arr} {args.mode} W{cfg.wbits}A{cfg.abits} row_units={cfg.row_units}: "
               f"building and simulating ...", flush=True)
         res = measure(cfg, args.bert, args.images)

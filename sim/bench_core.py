@@ -131,7 +131,8 @@ async def run_model(dut):
     dut._log.info("CORE_SUMMARY images=%d mismatches=%d sim_cycles=%d run_wall_s=%.2f "
                   "cycles_per_s=%.0f load_s=%.2f", len(job["inputs"]), len(failures), sim_cycles,
                   wall, sim_cycles / max(wall, 1e-9), time.perf_counter() - t0 - wall)
-    summary = {"images": len(job["inputs"]), "mismatches": len(failures), "perf": perfs,
+    summary = {"images": len(job["inputs"]), "mismatches": len(failures), "failures": failures,
+               "perf": perfs,
                "sim_cycles": sim_cycles, "run_wall_s": wall,
                "load_s": time.perf_counter() - t0 - wall}
     with open(os.environ["DYAD_CORE_JOB"] + ".result.json", "w") as f:

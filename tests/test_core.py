@@ -193,6 +193,22 @@ def test_core_digits(size, mode):
     _run_digits(size, mode, 5)
 
 
+def test_core_names_first_differing_tensor():
+    """A wrong golden value makes the bench fail and name the tensor (the check can fail)."""
+    from sim.core import run_on_core
+    from sim.runner import BenchFailed
+    im, x_test = digits_model("dyad")
+    prog = compile_model(im, core_config(8, "dyad"), reuse=False)
+    X = golden.quantize_input(im, x_test[:1])
+    xs, outs, traces = golden_jobs(im, prog, X)
+    traces[0]["layers.1.fc1"] = traces[0]["layers.1.fc1"].copy()
+    traces[0]["layers.1.fc1"][3, 5] += 1
+    outs[0] = outs[0] + 1
+    with pytest.raises(BenchFailed, match=r"image 0: output .* first differing tensor: "
+                                          r"layers\.1\.fc1 \(first at \(3, 5\)"):
+        run_on_core(prog, xs, outs, traces, tag="_mismatch")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("size,mode", [(8, "dyad"), (8, "ivit"), (16, "dyad"), (16, "ivit")])
 def test_core_digits_100(size, mode):
