@@ -19,37 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-
-from gen import checkpoint, golden  # noqa: E402
-from gen.accuracy import DEFAULT_MODEL  # noqa: E402
-from gen.compiler import compile_model, golden_tensors, policy_for  # noqa: E402
-from gen.data import digits_split  # noqa: E402
-from gen.model import TransformerSpec, init_params  # noqa: E402
-from gen.quantize import ActPolicy, quantize_model  # noqa: E402
+from gen import golden  # noqa: E402
+from gen.compiler import compile_model, golden_tensors  # noqa: E402
+from gen.workloads import bert_layer, digits_vit  # noqa: E402
 from hw.config import AcceleratorConfig  # noqa: E402
 from sim.core import run_on_core  # noqa: E402
 
-BERT_SPEC = TransformerSpec(kind="bert", dim=64, heads=4, depth=1, mlp_dim=256, num_classes=0,
-                            seq_len=16, vocab_size=100, max_positions=16, type_vocab_size=2)
-
-
-def model_and_inputs(cfg, bert: bool, n: int):
-    if bert:
-        params = init_params(BERT_SPEC, seed=3)
-        ids = np.random.default_rng(1).integers(0, BERT_SPEC.vocab_size, (32, 16))
-        im = quantize_model(BERT_SPEC, params, ids, mode=cfg.mode,
-                            policy=policy_for(cfg, ActPolicy({"fc1": 8, "gelu": 8})
-                                              if cfg.mode == "ivit" else None))
-        return im, ids[:n]
-    spec, params = checkpoint.load(DEFAULT_MODEL)
-    x_train, _, x_test, _ = digits_split()
-    im = quantize_model(spec, params, x_train, mode=cfg.mode, policy=policy_for(cfg))
-    return im, golden.quantize_input(im, x_test[:n])
-
 
 def measure(cfg, bert: bool, n: int) -> dict:
-    im, inputs = model_and_inputs(cfg, bert, n)
+    im, inputs = (bert_layer if bert else digits_vit)(cfg, n)
     prog = compile_model(im, cfg)
     xs, outs = [], []
     for b in range(n):

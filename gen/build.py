@@ -16,13 +16,14 @@ from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
 from hw.config import AcceleratorConfig
-from hw.top import Accelerator, Sizes, hello_words
 from hw.gelu import GeluUnit
 from hw.layernorm import LayerNorm
 from hw.requant import Requantizer
+from hw.scratchpad import Sizes, hello_words
 from hw.shiftgelu import ShiftGelu
 from hw.softmax import Shiftmax
 from hw.systolic import SystolicArray
+from hw.top import Accelerator
 
 __all__ = ["UNITS", "build", "layout_json", "BuiltUnit"]
 

@@ -28,9 +28,16 @@ import numpy as np
 from amaranth.lib import data
 
 from hw.config import AcceleratorConfig
-from hw.isa import (DIM_BITS, HostCmd, Opcode, Target, header_layout, instr_layout,
-                    words_for)
-from hw.top import Sizes, check_core, ptab_layout, spad_layout, vtab_layout
+from hw.isa import (
+    DIM_BITS,
+    HostCmd,
+    Opcode,
+    Target,
+    header_layout,
+    instr_layout,
+    words_for,
+)
+from hw.scratchpad import Sizes, check_core, ptab_layout, spad_layout, vtab_layout
 
 from . import unit_params
 from .quantize import IntModel
@@ -422,9 +429,9 @@ class _Lower:
 
     # model -----------------------------------------------------------------------------------
     def vit(self):
-        s, T, im = self.im.spec, self.T, self.im
+        s, T = self.im.spec, self.T
         self.act("input", s.num_patches, s.patch_dim)
-        embed = self.act("embed", s.tokens, s.dim, pinned=True)
+        self.act("embed", s.tokens, s.dim, pinned=True)      # row 0: the class token, constant
         self.const_rows.append(("embed", 0, T["embed.cls"]))
         self.const("embed.pos", T["embed.pos"], 16)
         self.linear("embed.patch", "input", "embed", res="embed.pos", o_row=1)
@@ -434,7 +441,6 @@ class _Lower:
             x = self.layer(f"layers.{i}.", x)
         self.layernorm(x, "final_ln")
         self.linear("head", "final_ln", "logits", rows=1)
-        del embed
         return "input", "logits"
 
     def bert(self):
@@ -597,15 +603,13 @@ def compile_model(model: IntModel, cfg: AcceleratorConfig, *, reuse: bool = True
     prog = Program(cfg, model.mode, lw.instrs, lw.tensors, spad_init, lw.ptab, lw.vtab, inp,
                    out, words, heads=model.spec.heads)
     if sizes is not None:
-        need = prog.sizes()
-        for f in ("spad", "imem", "ptab", "vtab"):
-            have, want = getattr(sizes, f), getattr(need, f)
-            used = {"spad": words, "imem": len(lw.instrs) + 1, "ptab": len(lw.ptab),
-                    "vtab": len(lw.vtab)}[f]
-            if used > have:
-                raise CompileError(f"{f}: the program needs {used} entries, the accelerator has "
-                                   f"{have} ({used - have} short)")
-        del want
+        used = {"spad": words, "imem": len(lw.instrs) + 1, "ptab": len(lw.ptab),
+                "vtab": len(lw.vtab)}
+        for f, n in used.items():
+            have = getattr(sizes, f)
+            if n > have:
+                raise CompileError(f"{f}: the program needs {n} entries, the accelerator has "
+                                   f"{have} ({n - have} short)")
     return prog
 
 
@@ -628,7 +632,7 @@ def golden_tensors(prog: Program, trace: dict, b: int = 0) -> dict:
 def policy_for(cfg: AcceleratorConfig, policy=None):
     """The activation policy a model needs to run on ``cfg``: attention probabilities no wider
     than the array's activations (16-bit probabilities need ``abits = 16``)."""
-    from .quantize import ActPolicy, PROBS_BITS
+    from .quantize import PROBS_BITS, ActPolicy
     policy = policy or ActPolicy()
     if cfg.abits < PROBS_BITS and "probs" not in policy.overrides:
         return ActPolicy({**policy.overrides, "probs": cfg.abits})

@@ -18,8 +18,16 @@ from amaranth.hdl import Array, Const, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .isa import (ADDR_BITS, STATUS_OK, WORD_BITS, HostCmd, Target, header_layout,
-                  status_layout, words_for)
+from .isa import (
+    ADDR_BITS,
+    STATUS_OK,
+    WORD_BITS,
+    HostCmd,
+    Target,
+    header_layout,
+    status_layout,
+    words_for,
+)
 
 __all__ = ["HostInterface"]
 

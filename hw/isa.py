@@ -25,10 +25,8 @@ also a fence):
 """
 from __future__ import annotations
 
-from amaranth.lib import enum
-
 from amaranth.hdl import signed, unsigned
-from amaranth.lib import data
+from amaranth.lib import data, enum
 
 __all__ = ["Opcode", "Target", "HostCmd", "instr_layout", "ptab_lane_layout", "ELEM_BITS",
            "ADDR_BITS", "DIM_BITS", "WORD_BITS", "header_layout", "status_layout",

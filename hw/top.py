@@ -10,91 +10,40 @@
                                                                       ▼
                           requant table, residual word ──────────► Drain ─► scratchpad
 
-Sizes (scratchpad words, instruction and table entries) are construction arguments, chosen by the
-compiler for a model (:func:`gen.compiler.sizes`).
+Memory depths (:class:`hw.scratchpad.Sizes`) are construction arguments, chosen by the compiler for
+a model (:meth:`gen.compiler.Program.sizes`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from amaranth.hdl import Module, Mux, Signal, signed
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
-from . import gelu as gelu_hw
-from . import shiftgelu as shiftgelu_hw
-from . import softmax as softmax_hw
 from .checks import validating
-from .config import AcceleratorConfig, ConfigError
+from .config import AcceleratorConfig
 from .controller import Controller
 from .drain import Drain
 from .feeder import Transposer, WordReader
 from .gelu import GeluUnit
 from .hostif import HostInterface
-from .isa import (ELEM_BITS, PERF_COUNTERS, WORD_BITS, Opcode, Target, instr_layout,
-                  ptab_lane_layout)
+from .isa import ELEM_BITS, PERF_COUNTERS, WORD_BITS, Opcode, Target, instr_layout
 from .layernorm import LayerNorm
 from .rowparallel import RowParallel
+from .scratchpad import (
+    Sizes,
+    check_core,
+    hello_words,
+    ptab_layout,
+    spad_layout,
+    vtab_layout,
+)
 from .shiftgelu import ShiftGelu
 from .softmax import Shiftmax
 from .systolic import SystolicArray
 
-__all__ = ["Accelerator", "Sizes", "vtab_layout", "ptab_layout", "spad_layout", "hello_words",
-           "HELLO_MAGIC", "PROTOCOL_VERSION", "VEC_IN_BITS"]
+__all__ = ["Accelerator", "VEC_IN_BITS"]
 
-HELLO_MAGIC = 0x44594144        # "DYAD"
-PROTOCOL_VERSION = 1
 VEC_IN_BITS = 16                # the vector units take any scratchpad element
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """Memory depths (entries)."""
-    spad: int = 4096
-    imem: int = 256
-    ptab: int = 256
-    vtab: int = 8
-
-    def __post_init__(self):
-        for name in ("spad", "imem", "ptab", "vtab"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or not 1 <= v <= 1 << 16:
-                raise ConfigError(f"{name} depth {v!r} must be an integer in [1, 65536]")
-        if self.vtab > 256:
-            raise ConfigError(f"vtab depth {self.vtab} must be <= 256")
-
-
-def spad_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
-    return data.ArrayLayout(signed(ELEM_BITS), cfg.lanes)
-
-
-def ptab_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
-    return data.ArrayLayout(ptab_lane_layout(cfg.mbits), cfg.lanes)
-
-
-def gelu_params_layout(cfg: AcceleratorConfig):
-    return shiftgelu_hw.params_layout() if cfg.mode == "ivit" else gelu_hw.params_layout()
-
-
-def vtab_layout(cfg: AcceleratorConfig) -> data.StructLayout:
-    return data.StructLayout({"softmax": softmax_hw.params_layout(cfg.mode),
-                              "gelu": gelu_params_layout(cfg)})
-
-
-def hello_words(cfg: AcceleratorConfig, sizes: Sizes) -> list[int]:
-    """What HELLO returns: the parameters a program is built for."""
-    return [HELLO_MAGIC, PROTOCOL_VERSION, cfg.rows, cfg.cols, cfg.lanes, cfg.wbits, cfg.abits,
-            cfg.mbits, cfg.acc_bits, int(cfg.mode == "ivit"), cfg.max_row, cfg.max_channels,
-            sizes.spad, sizes.imem, sizes.ptab, sizes.vtab]
-
-
-def check_core(cfg: AcceleratorConfig) -> None:
-    V = cfg.lanes
-    if not (cfg.rows == cfg.cols == V):
-        raise ConfigError(f"the accelerator core needs rows == cols == lanes (got {cfg.rows}x"
-                          f"{cfg.cols}, lanes {V})")
-    if V < 2 or V & (V - 1):
-        raise ConfigError(f"the accelerator core needs a power-of-two array size >= 2, not {V}")
 
 
 class Accelerator(wiring.Component):

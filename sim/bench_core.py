@@ -21,7 +21,7 @@ from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from gen.compiler import command
 from hw.isa import PERF_COUNTERS, STATUS_OK, HostCmd, status_layout
-from hw.top import hello_words
+from hw.scratchpad import hello_words
 from sim.streams import TB
 
 __all__ = ["WordHost"]

@@ -1,44 +1,33 @@
 """The accelerator core: compiler + ISA model against the golden model (fast), the whole
 accelerator in amaranth.sim on a tiny model (fast), and under cocotb + Verilator on the digits ViT
 and a BERT encoder layer (bit-exact, first differing tensor named on a mismatch)."""
-import functools
-
 import numpy as np
 import pytest
 
 from gen import checkpoint, golden, isasim
 from gen.accuracy import DEFAULT_MODEL
-from gen.compiler import (CompileError, command, compile_model, golden_tensors, policy_for)
+from gen.compiler import CompileError, command, compile_model, golden_tensors
 from gen.data import digits_split
 from gen.model import TransformerSpec, init_params
 from gen.quantize import ActPolicy, quantize_model
+from gen.workloads import bert_layer, digits_vit
 from hw.config import AcceleratorConfig
 from hw.isa import PERF_COUNTERS, STATUS_OK, HostCmd, status_layout
-from hw.top import Accelerator, Sizes, hello_words
-
-BERT_SPEC = TransformerSpec(kind="bert", dim=64, heads=4, depth=1, mlp_dim=256, num_classes=0,
-                            seq_len=16, vocab_size=100, max_positions=16, type_vocab_size=2)
+from hw.scratchpad import Sizes, hello_words
+from hw.top import Accelerator
 
 
 def core_config(size: int, mode: str, **kw) -> AcceleratorConfig:
     return AcceleratorConfig(rows=size, cols=size, mode=mode, **{"kmax": 256, **kw})
 
 
-@functools.lru_cache(maxsize=None)
 def digits_model(mode: str, abits: int = 8):
-    spec, params = checkpoint.load(DEFAULT_MODEL)
-    x_train, _, x_test, _ = digits_split()
-    cfg = core_config(8, mode, abits=abits)
-    return quantize_model(spec, params, x_train, mode=mode, policy=policy_for(cfg)), x_test
+    im, _ = digits_vit(core_config(8, mode, abits=abits), 0)
+    return im, digits_split()[2]
 
 
-@functools.lru_cache(maxsize=None)
 def bert_model(mode: str):
-    params = init_params(BERT_SPEC, seed=3)
-    ids = np.random.default_rng(1).integers(0, BERT_SPEC.vocab_size, (32, BERT_SPEC.seq_len))
-    # the ivit ShiftGELU unit needs |x0| < 256: an 8-bit GELU input scale
-    policy = ActPolicy({"probs": 16, "fc1": 8, "gelu": 8} if mode == "ivit" else {"probs": 16})
-    return quantize_model(BERT_SPEC, params, ids, mode=mode, policy=policy), ids
+    return bert_layer(core_config(8, mode, abits=16), 32)
 
 
 def golden_jobs(im, prog, inputs):

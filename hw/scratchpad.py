@@ -1,0 +1,77 @@
+"""The accelerator's memories: the scratchpad word, the requantiser and vector-unit table entries,
+their depths, and what HELLO reports about them — shared by the gateware (:mod:`hw.top`), the
+compiler and the host.
+
+The scratchpad is one ``lib.memory.Memory`` of ``V``-element words with a write port (element
+enables) and three synchronous read ports — operand A / row reader / host, operand B, residual —
+so the array, the vector units and the requantiser are each fed every cycle (synthesis replicates
+the storage per read port).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import signed
+from amaranth.lib import data
+
+from . import gelu as gelu_hw
+from . import shiftgelu as shiftgelu_hw
+from . import softmax as softmax_hw
+from .config import AcceleratorConfig, ConfigError
+from .isa import ELEM_BITS, ptab_lane_layout
+
+__all__ = ["Sizes", "spad_layout", "ptab_layout", "vtab_layout", "hello_words", "check_core",
+           "HELLO_MAGIC", "PROTOCOL_VERSION"]
+
+HELLO_MAGIC = 0x44594144        # "DYAD"
+PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Memory depths (entries)."""
+    spad: int = 4096
+    imem: int = 256
+    ptab: int = 256
+    vtab: int = 8
+
+    def __post_init__(self):
+        for name in ("spad", "imem", "ptab", "vtab"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 1 <= v <= 1 << 16:
+                raise ConfigError(f"{name} depth {v!r} must be an integer in [1, 65536]")
+        if self.vtab > 256:
+            raise ConfigError(f"vtab depth {self.vtab} must be <= 256")
+
+
+def spad_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(signed(ELEM_BITS), cfg.lanes)
+
+
+def ptab_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
+    return data.ArrayLayout(ptab_lane_layout(cfg.mbits), cfg.lanes)
+
+
+def gelu_params_layout(cfg: AcceleratorConfig):
+    return shiftgelu_hw.params_layout() if cfg.mode == "ivit" else gelu_hw.params_layout()
+
+
+def vtab_layout(cfg: AcceleratorConfig) -> data.StructLayout:
+    return data.StructLayout({"softmax": softmax_hw.params_layout(cfg.mode),
+                              "gelu": gelu_params_layout(cfg)})
+
+
+def hello_words(cfg: AcceleratorConfig, sizes: Sizes) -> list[int]:
+    """What HELLO returns: the parameters a program is built for."""
+    return [HELLO_MAGIC, PROTOCOL_VERSION, cfg.rows, cfg.cols, cfg.lanes, cfg.wbits, cfg.abits,
+            cfg.mbits, cfg.acc_bits, int(cfg.mode == "ivit"), cfg.max_row, cfg.max_channels,
+            sizes.spad, sizes.imem, sizes.ptab, sizes.vtab]
+
+
+def check_core(cfg: AcceleratorConfig) -> None:
+    V = cfg.lanes
+    if not (cfg.rows == cfg.cols == V):
+        raise ConfigError(f"the accelerator core needs rows == cols == lanes (got {cfg.rows}x"
+                          f"{cfg.cols}, lanes {V})")
+    if V < 2 or V & (V - 1):
+        raise ConfigError(f"the accelerator core needs a power-of-two array size >= 2, not {V}")
