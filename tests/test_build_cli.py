@@ -37,7 +37,7 @@ def test_build_writes_files(tmp_path):
     assert f"module {acc['top']}" in (tmp_path / acc["verilog"]).read_text()
     from gen.compiler import Program
     prog = Program.load(tmp_path / acc["program"])
-    assert prog.sizes().spad == acc["sizes"]["spad"] and len(prog.instrs) == 45
+    assert prog.sizes().spad == acc["sizes"]["spad"] and len(prog.instrs) == 39
     assert acc["hello"][2:4] == [4, 4]
 
 
