@@ -115,7 +115,10 @@ def _build(args) -> int:
     program = None
     if args.model != "none":
         im, path = _int_model(cfg, args.model)
-        program = compile_model(im, cfg)
+        try:
+            program = compile_model(im, cfg)
+        except ValueError as exc:
+            raise CliError(f"{exc} (--model none builds the units alone)") from None
         sz = program.sizes()
         print(f"  program for {path}: {len(program.instrs)} instructions, {program.macs} MACs; "
               f"scratchpad {program.spad_words} of {sz.spad} words, requant table "
