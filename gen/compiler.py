@@ -519,6 +519,15 @@ class _Lower:
         self.vtab.append({"softmax": smx, "gelu": gelu})
         return len(self.vtab) - 1
 
+    def chain(self):
+        """Mark GEMMs whose successor may start while they drain: the next is a GEMM that does
+        not read this one's output, and this one reads no residual (the drain reads it late)."""
+        for a, b in zip(self.instrs, self.instrs[1:]):
+            f = a.fields
+            if (f["op"] == Opcode.GEMM and b.fields["op"] == Opcode.GEMM
+                    and not f.get("residual") and a.golden["writes"] not in b.golden["reads"]):
+                f["chain"] = 1
+
     # allocation ------------------------------------------------------------------------------
     def allocate(self, reuse: bool) -> int:
         first, last = {}, {}
@@ -589,6 +598,7 @@ def compile_model(model: IntModel, cfg: AcceleratorConfig, *, reuse: bool = True
     lw = _Lower(model, cfg)
     inp, out = lw.vit() if model.spec.kind == "vit" else lw.bert()
     lw.input, lw.output = inp, out
+    lw.chain()
     words = lw.allocate(reuse)
     lw.resolve()
     V = cfg.lanes

@@ -2,9 +2,9 @@
 
 ``run`` with ``pc`` starts fetching. Per instruction: fetch (instruction memory, synchronous
 read), decode, read the vector-unit constants (``v_index``), one ``start`` strobe to the engines,
-then wait until the engines report ``idle`` (the drain has written the last row). ``END``
-retires the program and raises ``done`` with the ``pc`` it stopped at. Instructions complete in
-order, so every instruction is a fence for the next.
+then wait until the engines report ``idle`` (the drain has written the last row) — or, for an
+instruction marked ``chain``, only until its operand readers are idle and the drain can queue
+the next job. ``END`` retires the program and raises ``done`` with the ``pc`` it stopped at.
 
 Counters (:data:`hw.isa.PERF_COUNTERS`) count while a program runs and are cleared by ``run``.
 """
@@ -35,6 +35,7 @@ class Controller(wiring.Component):
             "i_addr": Out(ADDR_BITS), "i_en": Out(1), "i_data": In(instr_layout),
             "v_addr": Out(8), "v_en": Out(1), "v_latch": Out(1),
             "instr": Out(instr_layout), "start": Out(1), "idle": In(1),
+            "readers_idle": In(1), "drain_free": In(1),
             **{e: In(1) for e in EVENTS},
             **{f"perf_{n}": Out(32) for n in PERF_COUNTERS},
         }
@@ -80,7 +81,8 @@ class Controller(wiring.Component):
             with m.State("SETTLE"):             # engines latch their job this cycle
                 m.next = "WAIT"
             with m.State("WAIT"):
-                with m.If(self.idle):
+                chained = instr.chain & self.readers_idle & self.drain_free
+                with m.If(self.idle | chained):
                     m.d.sync += [pc.eq(pc + 1),
                                  counters["retired"].eq(counters["retired"] + 1)]
                     m.next = "FETCH"

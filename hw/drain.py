@@ -37,7 +37,7 @@ class Drain(wiring.Component):
         V = config.lanes
         super().__init__({
             "i": In(stream.Signature(drain_layout(V, x_bits))),
-            "start": In(1), "done": Out(1),
+            "start": In(1), "done": Out(1), "free": Out(1),
             "gemm": In(1), "m": In(DIM_BITS), "n": In(DIM_BITS), "n_inner": In(DIM_BITS),
             "wide": In(1), "residual": In(1), "rm": In(signed(32)), "re": In(6),
             "o_base": In(ADDR_BITS), "o_stride": In(ADDR_BITS), "o_lane": In(8),
@@ -57,72 +57,85 @@ class Drain(wiring.Component):
         m = Module()
         m.submodules.rq = rq = Requantizer(cfg, self.x_bits)
 
-        # ---- latched instruction fields -----------------------------------------------------
-        gemm, rows_m, n, n_inner = Signal(), Signal(DIM_BITS), Signal(DIM_BITS), Signal(DIM_BITS)
-        wide, residual, rm, re = Signal(), Signal(), Signal(signed(32)), Signal(6)
-        o_base, o_stride, o_lane = Signal(ADDR_BITS), Signal(ADDR_BITS), Signal(range(V))
-        r_base, r_stride, p_index = Signal(ADDR_BITS), Signal(ADDR_BITS), Signal(ADDR_BITS)
+        # ---- jobs: the active one and one queued behind it -----------------------------------
+        # A GEMM may start while the previous GEMM's last tiles still drain (the controller checks
+        # ``free``); its fields wait in ``pending`` and become active after that GEMM's last row.
+        job = data.StructLayout({
+            "gemm": 1, "m": DIM_BITS, "n": DIM_BITS, "n_inner": DIM_BITS, "wide": 1,
+            "residual": 1, "rm": signed(32), "re": 6, "o_base": ADDR_BITS,
+            "o_stride": ADDR_BITS, "o_lane": range(V), "r_base": ADDR_BITS,
+            "r_stride": ADDR_BITS, "p_index": ADDR_BITS})
+        incoming = Signal(job)
+        m.d.comb += [getattr(incoming, f).eq(getattr(self, f)) for f, _ in job]
+        act, pending, pending_valid = Signal(job), Signal(job), Signal()
         t, blk = Signal(DIM_BITS + 1), Signal(DIM_BITS)
         o_blk, r_blk = Signal(ADDR_BITS), Signal(ADDR_BITS)
         lanes_left = Signal(signed(DIM_BITS + 2))
         remaining = Signal(DIM_BITS * 2 + 1)        # rows (gemm: tile rows) still to come
-        with m.If(self.start):
-            m.d.sync += [gemm.eq(self.gemm), rows_m.eq(self.m), n.eq(self.n),
-                         n_inner.eq(self.n_inner), wide.eq(self.wide),
-                         residual.eq(self.residual), rm.eq(self.rm), re.eq(self.re),
-                         o_base.eq(self.o_base), o_stride.eq(self.o_stride),
-                         o_lane.eq(self.o_lane), r_base.eq(self.r_base),
-                         r_stride.eq(self.r_stride), p_index.eq(self.p_index),
-                         t.eq(0), blk.eq(0), o_blk.eq(self.o_base), r_blk.eq(self.r_base),
-                         lanes_left.eq(self.n),
-                         remaining.eq(Mux(self.gemm,
-                                          (self.n_inner * ((self.n + V - 1) >> log_v)) << log_v,
-                                          self.m))]
+
+        def activate(j):
+            rows = Mux(j.gemm, (j.n_inner * ((j.n + V - 1) >> log_v)) << log_v, j.m)
+            return [act.eq(j), t.eq(0), blk.eq(0), o_blk.eq(j.o_base), r_blk.eq(j.r_base),
+                    lanes_left.eq(j.n), remaining.eq(rows)]
 
         # ---- stage 0: accept a beat, read its parameters and residual -------------------------
         beat = self.i.payload
         take = self.i.valid            # always ready
-        m.d.comb += [self.i.ready.eq(1), self.p_addr.eq(p_index + blk),
+        m.d.comb += [self.i.ready.eq(1), self.p_addr.eq(act.p_index + blk),
                      self.r_addr.eq(r_blk + t)]
         s1_valid, s1_x = Signal(), Signal.like(beat.data)
         s1_addr, s1_n, s1_row_ok = Signal(ADDR_BITS), Signal(range(V + 1)), Signal()
+        s1_job = Signal(job)                         # per-beat fields travel with the beat
         m.d.sync += s1_valid.eq(take)
-        row_end = Mux(gemm, 1, beat.last)
+        row_end = Mux(act.gemm, 1, beat.last)
         with m.If(take):
-            m.d.sync += [s1_x.eq(beat.data), s1_addr.eq(o_blk + t), s1_row_ok.eq(t < rows_m),
-                         s1_n.eq(Mux(gemm, Mux(lanes_left > V, V, lanes_left), beat.count))]
+            m.d.sync += [s1_x.eq(beat.data), s1_addr.eq(o_blk + t), s1_row_ok.eq(t < act.m),
+                         s1_n.eq(Mux(act.gemm, Mux(lanes_left > V, V, lanes_left), beat.count)),
+                         s1_job.eq(act)]
             with m.If(row_end):
                 m.d.sync += remaining.eq(remaining - 1)
-            with m.If(gemm):
-                with m.If(t + 1 == (n_inner << log_v)):
-                    m.d.sync += [t.eq(0), blk.eq(blk + 1), o_blk.eq(o_blk + o_stride),
-                                 r_blk.eq(r_blk + r_stride), lanes_left.eq(lanes_left - V)]
+            with m.If(act.gemm):
+                with m.If(t + 1 == (act.n_inner << log_v)):
+                    m.d.sync += [t.eq(0), blk.eq(blk + 1), o_blk.eq(o_blk + act.o_stride),
+                                 r_blk.eq(r_blk + act.r_stride), lanes_left.eq(lanes_left - V)]
                 with m.Else():
                     m.d.sync += t.eq(t + 1)
             with m.Elif(beat.last):
-                m.d.sync += [t.eq(t + 1), blk.eq(0), o_blk.eq(o_base), r_blk.eq(r_base)]
+                m.d.sync += [t.eq(t + 1), blk.eq(0), o_blk.eq(act.o_base),
+                             r_blk.eq(act.r_base)]
             with m.Else():
-                m.d.sync += [blk.eq(blk + 1), o_blk.eq(o_blk + o_stride),
-                             r_blk.eq(r_blk + r_stride)]
+                m.d.sync += [blk.eq(blk + 1), o_blk.eq(o_blk + act.o_stride),
+                             r_blk.eq(r_blk + act.r_stride)]
+        # job changes win over the per-beat updates above (they come later)
+        finishing = take & row_end & (remaining == 1)
+        with m.If(self.start):
+            with m.If((remaining != 0) & ~finishing):
+                m.d.sync += [pending.eq(incoming), pending_valid.eq(1)]
+            with m.Else():
+                m.d.sync += activate(incoming)
+        with m.Elif(finishing & pending_valid):
+            m.d.sync += activate(pending) + [pending_valid.eq(0)]
+        m.d.comb += self.free.eq(~pending_valid)
 
         # ---- stage 1: requantiser input ------------------------------------------------------
-        m.d.comb += [rq.i.valid.eq(s1_valid), rq.i.payload.wide.eq(wide),
-                     rq.i.payload.residual.eq(residual), rq.i.payload.last.eq(0),
+        m.d.comb += [rq.i.valid.eq(s1_valid), rq.i.payload.wide.eq(s1_job.wide),
+                     rq.i.payload.residual.eq(s1_job.residual), rq.i.payload.last.eq(0),
                      rq.o.ready.eq(1)]
         for lane in range(V):
             ln, prm = rq.i.payload.lane[lane], self.p_data[lane]
             m.d.comb += [ln.x.eq(s1_x[lane]), ln.b.eq(prm.b), ln.m.eq(prm.m), ln.e.eq(prm.e),
-                         ln.c.eq(prm.c), ln.r.eq(self.r_data[lane]), ln.rm.eq(rm),
-                         ln.re.eq(re)]
+                         ln.c.eq(prm.c), ln.r.eq(self.r_data[lane]), ln.rm.eq(s1_job.rm),
+                         ln.re.eq(s1_job.re)]
         # the write position travels beside the requantiser (which never stalls)
-        side = [(s1_valid, s1_addr, s1_n, s1_row_ok)]
+        side = [(s1_valid, s1_addr, s1_n, s1_row_ok, s1_job.o_lane)]
         for k in range(LATENCY):
             prev = side[-1]
             regs = (Signal(name=f"side{k}_valid"), Signal(ADDR_BITS, name=f"side{k}_addr"),
-                    Signal(range(V + 1), name=f"side{k}_n"), Signal(name=f"side{k}_ok"))
+                    Signal(range(V + 1), name=f"side{k}_n"), Signal(name=f"side{k}_ok"),
+                    Signal(range(V), name=f"side{k}_lane"))
             m.d.sync += [r.eq(p) for r, p in zip(regs, prev)]
             side.append(regs)
-        w_valid, w_addr, w_n, w_ok = side[-1]
+        w_valid, w_addr, w_n, w_ok, o_lane = side[-1]
 
         # ---- write, lanes rotated up by o_lane ----------------------------------------------
         out = Array(rq.o.payload.data)
@@ -135,6 +148,6 @@ class Drain(wiring.Component):
 
         busy_pipe = Signal()
         m.d.comb += busy_pipe.eq(Cat(s[0] for s in side).any())
-        m.d.comb += self.done.eq((remaining == 0) & ~busy_pipe)
+        m.d.comb += self.done.eq((remaining == 0) & ~pending_valid & ~busy_pipe)
         m.d.comb += self.row.eq(take & row_end)
         return m

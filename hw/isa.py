@@ -7,8 +7,7 @@ lanes``). A tensor ``X[T, C]`` is stored *blocked row-major*: element ``X[t, c]`
 linear layers) are stored the same way with ``T = K``: word ``base + (n // V) * K + k`` holds
 ``W[n .. n + V, k]``.
 
-Instructions (executed in order; each completes before the next starts, so every instruction is
-also a fence):
+Instructions:
 
 ``GEMM``   ``O[m, n] = requant(sum_k A[m, a_col + k] * B[k, n])`` for ``m < M``, ``n < N``,
            ``k < K``. A is read column by column through a transposer (``V`` words per block of
@@ -22,6 +21,10 @@ also a fence):
            the unit, then the requantizer (parameter entry ``p_index + block``), into O. The unit's
            run-time constants come from vector-table entry ``v_index``.
 ``END``    stop; the controller reports done.
+
+Instructions complete in order. ``chain`` (set by the compiler on a GEMM followed by a GEMM that
+does not read its output) lets the next instruction start as soon as this one's operands have been
+read, while its last tiles still drain: the array and the drain take the two back to back.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ instr_layout = data.StructLayout({
     "wide": 1,          # 16-bit output (else 8-bit clamp)
     "residual": 1,      # GEMM: add the requantised residual R
     "b_trans": 1,       # GEMM: B read through the transposer
+    "chain": 1,         # the next instruction may start once this one's operands are read
     "m": unsigned(DIM_BITS), "n": unsigned(DIM_BITS), "k": unsigned(DIM_BITS),
     "a_base": unsigned(ADDR_BITS), "a_stride": unsigned(ADDR_BITS), "a_col": unsigned(DIM_BITS),
     "b_base": unsigned(ADDR_BITS), "b_stride": unsigned(ADDR_BITS), "b_col": unsigned(DIM_BITS),

@@ -219,8 +219,9 @@ class Accelerator(wiring.Component):
                     m.d.comb += [drain.i.payload.data[c].eq(unit.o.payload.data[c])
                                  for c in range(V)]
 
-        busy = ta.busy | tb.busy | wb.busy | wr.busy | ~drain.done
-        m.d.comb += [ctrl.idle.eq(~busy),
+        readers_busy = ta.busy | tb.busy | wb.busy | wr.busy
+        m.d.comb += [ctrl.idle.eq(~readers_busy & drain.done),
+                     ctrl.readers_idle.eq(~readers_busy), ctrl.drain_free.eq(drain.free),
                      ctrl.array_beat.eq(array.a.valid & array.a.ready),
                      ctrl.a_starved.eq(running & is_gemm & array.b.valid & ~array.a.valid),
                      ctrl.b_starved.eq(running & is_gemm & array.a.valid & ~array.b.valid),
