@@ -12,6 +12,10 @@ Per beat the drain reads the requantiser entry ``p_index + blk`` (per-lane ``m, 
 to ``o_base + blk * o_stride + t`` with lanes rotated up by ``o_lane``, writing only lanes below
 ``N`` (``count`` on row beats) and rows below ``M``. The requantiser never stalls (the write port
 is always free), so the write address simply travels beside it.
+
+A second job may be started while one drains (chained GEMMs): it waits in a one-deep queue
+(``free`` is low while it is occupied) and becomes active after the current job's last row; the
+fields the later stages need travel with each beat, so the switch never touches a beat in flight.
 """
 from __future__ import annotations
 
