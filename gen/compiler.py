@@ -87,7 +87,6 @@ class Program:
     input: str
     output: str
     spad_words: int
-    heads: int = 1
 
     @property
     def macs(self) -> int:
@@ -611,7 +610,7 @@ def compile_model(model: IntModel, cfg: AcceleratorConfig, *, reuse: bool = True
         for b in range(blocks.shape[0]):
             spad_init[t.base + b * t.stride + row] = blocks[b:b + 1]
     prog = Program(cfg, model.mode, lw.instrs, lw.tensors, spad_init, lw.ptab, lw.vtab, inp,
-                   out, words, heads=model.spec.heads)
+                   out, words)
     if sizes is not None:
         used = {"spad": words, "imem": len(lw.instrs) + 1, "ptab": len(lw.ptab),
                 "vtab": len(lw.vtab)}

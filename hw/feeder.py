@@ -8,7 +8,7 @@ memory layout).
 - :class:`WordReader` — one word per beat: direct B rows (weights, values; lanes rotated by
   ``col``) or the rows of a row operation (``count`` valid lanes on a row's last word).
 
-All three iterate the same tile order as the array's drain: ``for outer: for inner:`` and take
+Both readers iterate the same tile order as the array's drain: ``for outer: for inner:`` and take
 their row (or column) block from one of the two loop counters (``use_outer``).
 """
 from __future__ import annotations
@@ -39,11 +39,17 @@ def job_signature(lanes: int, **extra) -> wiring.Signature:
                              **extra})
 
 
-class _Loops:
-    """``for outer < n_outer: for inner < n_inner`` with the selected block index."""
+class _Job:
+    """A reader's latched job: ``base``, ``stride``, ``col``, ``k``, and the loop nest ``for outer <
+    n_outer: for inner < n_inner`` with the selected block index. ``started`` is high the cycle
+    after ``start``, when the latched fields are valid."""
 
-    def __init__(self, m: Module, job):
+    def __init__(self, m: Module, job, lanes: int):
         self.m, self.job = m, job
+        self.base, self.stride = Signal(ADDR_BITS), Signal(ADDR_BITS)
+        self.col, self.k = Signal(range(lanes)), Signal(DIM_BITS)
+        self.started = Signal()
+        m.d.sync += self.started.eq(job.start)
         self.outer = Signal(DIM_BITS, name="outer")
         self.inner = Signal(DIM_BITS, name="inner")
         self.n_outer, self.n_inner = Signal(DIM_BITS), Signal(DIM_BITS)
@@ -57,7 +63,9 @@ class _Loops:
     def latch(self):
         j = self.job
         return [self.outer.eq(0), self.inner.eq(0), self.n_outer.eq(j.n_outer),
-                self.n_inner.eq(j.n_inner), self.use_outer.eq(j.use_outer)]
+                self.n_inner.eq(j.n_inner), self.use_outer.eq(j.use_outer),
+                self.base.eq(j.base), self.stride.eq(j.stride), self.col.eq(j.col),
+                self.k.eq(j.k)]
 
     def step(self):
         m = self.m
@@ -82,7 +90,9 @@ class Transposer(wiring.Component):
         m = Module()
         V = self.lanes
         log_v = V.bit_length() - 1
-        loops = _Loops(m, self)
+        loops = _Job(m, self, V)
+        base, stride, col, k, started = (loops.base, loops.stride, loops.col, loops.k,
+                                         loops.started)
         elem = signed(ELEM_BITS)
 
         # two banks of V x V elements, with the column range each holds
@@ -94,8 +104,6 @@ class Transposer(wiring.Component):
         tile_last = [Signal(name=f"tile_last{b}") for b in range(2)]
 
         # ---- loader --------------------------------------------------------------------------
-        base, stride, col, k = (Signal(ADDR_BITS), Signal(ADDR_BITS), Signal(range(V)),
-                                Signal(DIM_BITS))
         blk = Signal(ADDR_BITS)             # address of row 0 of the block being loaded
         pos = Signal(range(V))              # first column in this block
         left = Signal(DIM_BITS)             # columns of the tile not yet loaded
@@ -107,12 +115,9 @@ class Transposer(wiring.Component):
 
         tile_base = base + (loops.block << log_v)
         with m.If(self.start):
-            m.d.sync += [base.eq(self.base), stride.eq(self.stride), col.eq(self.col),
-                         k.eq(self.k), all_loaded.eq(0), loading.eq(0), row.eq(0)]
+            m.d.sync += [all_loaded.eq(0), loading.eq(0), row.eq(0)]
             m.d.sync += loops.latch()
         # the first tile's registers are set one cycle after start, from the latched job
-        started = Signal()
-        m.d.sync += started.eq(self.start)
         with m.If(started):
             m.d.sync += [blk.eq(tile_base), pos.eq(col), left.eq(k), loading.eq(k != 0),
                          all_loaded.eq(k == 0)]
@@ -141,13 +146,11 @@ class Transposer(wiring.Component):
             with m.Else():
                 m.d.sync += [blk.eq(base + (loops.next_block << log_v)), pos.eq(col),
                              left.eq(k)]
-        data_row = Signal.like(self.data)
-        m.d.comb += data_row.eq(self.data)
         with m.If(wr_en):
             for b in range(2):
                 for r in range(V):
                     with m.If((wr_bank == b) & (wr_row == r)):
-                        m.d.sync += [banks[b][r][c].eq(data_row[c]) for c in range(V)]
+                        m.d.sync += [banks[b][r][c].eq(self.data[c]) for c in range(V)]
         with m.If(wr_done):
             m.d.sync += Array(full)[wr_bank].eq(1)
 
@@ -197,12 +200,12 @@ class WordReader(wiring.Component):
         m = Module()
         V = self.lanes
         log_v = V.bit_length() - 1
-        loops = _Loops(m, self)
+        loops = _Job(m, self, V)
+        base, stride, col, k, started = (loops.base, loops.stride, loops.col, loops.k,
+                                         loops.started)
         layout = vector_layout(ELEM_BITS, V)
         m.submodules.q = q = fifo.SyncFIFOBuffered(width=layout.size, depth=self.DEPTH)
 
-        base, stride, col, k = (Signal(ADDR_BITS), Signal(ADDR_BITS), Signal(range(V)),
-                                Signal(DIM_BITS))
         row_mode = Signal()
         j = Signal(DIM_BITS)                 # word within the tile / block within the row
         line = Signal(ADDR_BITS)             # address of word j
@@ -211,12 +214,9 @@ class WordReader(wiring.Component):
         is_last = j + 1 == n_words
 
         with m.If(self.start):
-            m.d.sync += [base.eq(self.base), stride.eq(self.stride), col.eq(self.col),
-                         k.eq(self.k), row_mode.eq(self.row_mode), j.eq(0), done.eq(0),
+            m.d.sync += [row_mode.eq(self.row_mode), j.eq(0), done.eq(0),
                          active.eq(0)]
             m.d.sync += loops.latch()
-        started = Signal()
-        m.d.sync += started.eq(self.start)
         first_line = Mux(row_mode, base + loops.block, base + loops.block * stride)
         with m.If(started):
             m.d.sync += [line.eq(first_line), active.eq(n_words != 0), done.eq(n_words == 0)]

@@ -182,7 +182,7 @@ class Accelerator(wiring.Component):
                          spad_w.en.eq(host.spad_wen.replicate(V))]
 
         # ---- array operands ------------------------------------------------------------------
-        b_src = Mux(ins.b_trans, 1, 0)
+        b_src = ins.b_trans
         b_valid = Mux(b_src, tb.o.valid, wb.o.valid)
         m.d.comb += [array.a.valid.eq(ta.o.valid), ta.o.ready.eq(array.a.ready),
                      array.a.payload.last.eq(ta.o.payload.last),
