@@ -35,7 +35,8 @@ def _quantize(args) -> int:
     return 0
 
 
-def _config_from_args(args):
+def config_from_args(args, default=None):
+    """The AcceleratorConfig the command-line options describe."""
     import re
 
     from hw.config import PRESETS, AcceleratorConfig, ConfigError
@@ -45,7 +46,7 @@ def _config_from_args(args):
             raise CliError(f"--preset {args.preset!r}: unknown; known: {', '.join(PRESETS)}")
         base = PRESETS[args.preset]
     else:
-        base = AcceleratorConfig(rows=16, cols=16)
+        base = default or AcceleratorConfig(rows=16, cols=16)
     kw = {}
     if args.array is not None:
         match = re.fullmatch(r"(\d+)x(\d+)", args.array)
@@ -67,7 +68,7 @@ def _config_from_args(args):
         raise CliError(str(exc)) from None
 
 
-def _int_model(cfg, model_path):
+def int_model(cfg, model_path):
     """The model to compile: a saved IntModel (``.json``), or a checkpoint directory quantised
     here for ``cfg`` (ViT: calibrated on the digits training split; BERT: on seeded random
     token ids). Default: the built-in digits ViT."""
@@ -109,12 +110,12 @@ def _build(args) -> int:
     from .compiler import compile_model
 
     t0 = time.perf_counter()
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     out = args.out or Path("build") / cfg.name
     print(build.summary(cfg))
     program = None
     if args.model != "none":
-        im, path = _int_model(cfg, args.model)
+        im, path = int_model(cfg, args.model)
         try:
             program = compile_model(im, cfg)
         except ValueError as exc:
@@ -133,9 +134,11 @@ def _build(args) -> int:
     return 0
 
 
-def _add_build_args(p):
+def add_config_args(p, array_default: str = "16x16"):
+    """The options that describe an accelerator configuration."""
     p.add_argument("--preset", default=None, help="start from a named preset")
-    p.add_argument("--array", default=None, metavar="RxC", help="array size (default 16x16)")
+    p.add_argument("--array", default=None, metavar="RxC",
+                   help=f"array size (default {array_default})")
     p.add_argument("--bits", type=int, default=None, help="weight bits, 4 or 8 (default 8)")
     p.add_argument("--act-bits", type=int, default=None, help="activation bits, 8 or 16")
     p.add_argument("--kmax", type=int, default=None, help="largest K (default 4096)")
@@ -145,21 +148,25 @@ def _add_build_args(p):
     p.add_argument("--mode", default=None, help="numeric mode of the nonlinear units: dyad | ivit")
     p.add_argument("--row-units", type=int, default=None,
                    help="parallel copies of each row unit (Shiftmax, LayerNorm; default 2)")
+
+
+def _add_build_args(p):
+    add_config_args(p)
     p.add_argument("--out", type=Path, default=None, help="output directory (default build/NAME)")
     p.add_argument("--seeds", type=int, default=1, help="place-and-route seeds (median reported)")
     p.add_argument("--unit", action="append", default=None,
                    help="report only this unit (repeatable)")
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message):          # one line, no usage dump
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = _Parser(prog="python -m gen", description="Dyad generator")
-    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    ap = Parser(prog="python -m gen", description="Dyad generator")
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = sub.add_parser("build", help="write Verilog, RTLIL and <name>.json for a configuration")
     _add_build_args(p)
     p.add_argument("--report", action="store_true", help="also run yosys + nextpnr")
@@ -187,14 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def run_cli(parser: argparse.ArgumentParser, argv=None) -> int:
+    """Parse, run the command; a user error is one line on stderr and exit status 2."""
+    args = parser.parse_args(argv)
     try:
         return args.func(args)
     except (CliError, ValueError, FileNotFoundError, KeyError, RuntimeError) as exc:
-        # includes gen.compiler.CompileError (a ValueError): what does not fit, by how much
+        # includes gen.compiler.CompileError (a ValueError): what does not fit, by how much,
+        # and host.LinkError (a RuntimeError): which port, what went wrong
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def main(argv=None) -> int:
+    return run_cli(build_parser(), argv)
 
 
 if __name__ == "__main__":

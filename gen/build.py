@@ -110,7 +110,7 @@ def _write_accelerator(cfg: AcceleratorConfig, sizes: Sizes, out: Path) -> dict:
     (out / f"{top}.v").write_text(v)
     return {"top": top, "verilog": f"{top}.v", "rtlil": f"{top}.il",
             "ports": ports_json(component), "sizes": asdict(sizes),
-            "hello": hello_words(cfg, sizes), "kib": len(v) // 1024,
+            "hello": hello_words(cfg, sizes, component.link), "kib": len(v) // 1024,
             "seconds": round(time.perf_counter() - t, 2)}
 
 

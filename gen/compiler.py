@@ -170,18 +170,17 @@ class Program:
             entries.append({"op": Opcode.END})
         return entries, starts
 
-    def load_commands(self, segmented: bool = False) -> list[int]:
-        """WRITE commands for everything that is constant across inferences."""
+    def load_commands(self, segmented: bool = False) -> list[list[int]]:
+        """WRITE commands (one word list each) for everything that is constant across
+        inferences."""
         cfg = self.cfg
-        words = []
-        for base, block in sorted(self.spad_init.items()):
-            words += write_command(Target.SPAD, spad_layout(cfg), base,
-                                   [list(r) for r in block])
-        words += write_command(Target.IMEM, instr_layout, 0, self.imem(segmented)[0])
-        words += write_command(Target.PTAB, ptab_layout(cfg), 0, self.ptab)
+        cmds = [write_command(Target.SPAD, spad_layout(cfg), base, [list(r) for r in block])
+                for base, block in sorted(self.spad_init.items())]
+        cmds.append(write_command(Target.IMEM, instr_layout, 0, self.imem(segmented)[0]))
+        cmds.append(write_command(Target.PTAB, ptab_layout(cfg), 0, self.ptab))
         if self.vtab:
-            words += write_command(Target.VTAB, vtab_layout(cfg), 0, self.vtab)
-        return words
+            cmds.append(write_command(Target.VTAB, vtab_layout(cfg), 0, self.vtab))
+        return cmds
 
     def input_commands(self, x: np.ndarray) -> list[int]:
         """WRITE of one input (``[rows, cols]`` integers) into the input tensor."""
@@ -270,6 +269,30 @@ def read_command(target: Target, addr: int, count: int) -> list[int]:
 
 def command(cmd: HostCmd, addr: int = 0) -> list[int]:
     return [_header(cmd, Target.SPAD, 0), addr]
+
+
+def split_command(words: list[int], entry_words: dict, max_request: int,
+                  max_reply: int) -> list[list[int]]:
+    """A WRITE or READ cut into commands of at most ``max_request`` request bytes and
+    ``max_reply`` reply bytes (``entry_words``: host words per entry of each target)."""
+    hdr = header_layout.from_bits(words[0])
+    cmd, target, count = HostCmd(hdr.cmd), Target(hdr.target), int(hdr.count)
+    n = entry_words[target]
+    if cmd == HostCmd.WRITE:
+        per = (max_request - 8) // (4 * n)
+    elif cmd == HostCmd.READ:
+        per = max_reply // (4 * n)
+    else:
+        return [list(words)]
+    if per < 1:
+        raise ValueError(f"one {target.name} entry ({4 * n} bytes) exceeds the link's "
+                         f"{max_request if cmd == HostCmd.WRITE else max_reply}-byte limit")
+    out = []
+    for first in range(0, max(count, 1), per):
+        k = min(per, count - first)
+        data = words[2 + first * n:2 + (first + k) * n] if cmd == HostCmd.WRITE else []
+        out.append([_header(cmd, target, k), words[1] + first] + list(data))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -636,6 +659,19 @@ def golden_tensors(prog: Program, trace: dict, b: int = 0) -> dict:
             continue
         out[name] = v.reshape(t.rows, t.cols) if v.size == t.rows * t.cols else v
     return out
+
+
+def golden_io(model: IntModel, prog: Program, inputs) -> tuple[list, np.ndarray]:
+    """For each model input (a ViT's integer patches, a BERT's token ids): what the program's
+    input tensor holds (BERT: the embedding the host gathers), and the golden output."""
+    from . import golden
+    xs, outs = [], []
+    for b in range(len(inputs)):
+        trace = {}
+        outs.append(golden.run(model, inputs[b:b + 1], trace=trace)[0])
+        xs.append(golden_tensors(prog, trace)[prog.input] if model.spec.kind == "bert"
+                  else np.asarray(inputs[b]))
+    return xs, np.asarray(outs)
 
 
 def policy_for(cfg: AcceleratorConfig, policy=None):

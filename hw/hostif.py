@@ -8,9 +8,11 @@ Every command is a header word (:data:`hw.isa.header_layout`) and an address wor
 - ``READ target addr count``: returns ``count`` entries the same way;
 - ``RUN pc``: starts the program at ``pc``; one status word (:data:`hw.isa.status_layout`) when
   it retires ``END``;
-- ``PERF``: returns the performance counters.
+- ``STATUS``: returns :data:`hw.isa.STATUS_WORDS`: the last RUN's status word (0 before the
+  first), the clock cycles since reset, the performance counters.
 
-The link layer (framing, CRC, retries) wraps this stream; here every word is trusted.
+``idle`` is high while it waits for a header word. The link (:mod:`hw.link`: framing, CRC,
+lengths checked before a word reaches here) wraps this stream; here every word is trusted.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from amaranth.lib.wiring import In, Out
 from .isa import (
     ADDR_BITS,
     STATUS_OK,
+    STATUS_WORDS,
     WORD_BITS,
     HostCmd,
     Target,
@@ -40,7 +43,7 @@ class HostInterface(wiring.Component):
         self.entry_bits, self.hello, self.n_perf = dict(entry_bits), list(hello), n_perf
         members = {"i": In(stream.Signature(WORD_BITS)), "o": Out(stream.Signature(WORD_BITS)),
                    "run": Out(1), "pc": Out(ADDR_BITS), "done": In(1), "stop_pc": In(ADDR_BITS),
-                   "errors": In(8),
+                   "errors": In(8), "idle": Out(1),
                    "perf": In(32).array(n_perf)}
         for t in Target:
             bits = self.entry_bits[t]
@@ -63,7 +66,10 @@ class HostInterface(wiring.Component):
         word = Signal(range(max_words + 1))
         n_words = Array(Const(words_for(self.entry_bits[t]), range(max_words + 1))
                         for t in Target)[hdr.target.as_value()]
-        out_idx = Signal(range(max(len(self.hello), self.n_perf, 2) + 1))
+        out_idx = Signal(range(max(len(self.hello), self.n_perf + 2) + 1))
+        status = Signal(status_layout)          # of the last RUN
+        uptime = Signal(32)
+        m.d.sync += uptime.eq(uptime + 1)
         for t in Target:
             m.d.comb += [self.port(t, "addr").eq(addr),
                          self.port(t, "wdata").eq(buf[:self.entry_bits[t]])]
@@ -71,7 +77,7 @@ class HostInterface(wiring.Component):
 
         with m.FSM():
             with m.State("HEADER"):
-                m.d.comb += self.i.ready.eq(1)
+                m.d.comb += [self.i.ready.eq(1), self.idle.eq(1)]
                 with m.If(self.i.valid):
                     m.d.sync += [hdr.eq(self.i.payload), word.eq(0), out_idx.eq(0)]
                     m.next = "ADDR"
@@ -88,8 +94,8 @@ class HostInterface(wiring.Component):
                             m.next = "READ"
                         with m.Case(HostCmd.RUN):
                             m.next = "RUN"
-                        with m.Case(HostCmd.PERF):
-                            m.next = "PERF"
+                        with m.Case(HostCmd.STATUS):
+                            m.next = "STATUS"
                         with m.Default():
                             m.next = "HEADER"
             with m.State("HELLO"):
@@ -152,19 +158,19 @@ class HostInterface(wiring.Component):
                 m.next = "RUNNING"
             with m.State("RUNNING"):
                 with m.If(self.done):
-                    m.next = "STATUS"
-            with m.State("STATUS"):
-                status = Signal(status_layout)
-                m.d.comb += [status.code.eq(STATUS_OK), status.errors.eq(self.errors),
-                             status.pc.eq(self.stop_pc)]
+                    m.d.sync += [status.code.eq(STATUS_OK), status.errors.eq(self.errors),
+                                 status.pc.eq(self.stop_pc)]
+                    m.next = "RAN"
+            with m.State("RAN"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(status)]
                 with m.If(self.o.ready):
                     m.next = "HEADER"
-            with m.State("PERF"):
-                m.d.comb += [self.o.valid.eq(1),
-                             self.o.payload.eq(Array(self.perf)[out_idx])]
+            with m.State("STATUS"):
+                assert STATUS_WORDS[:2] == ("status", "uptime")
+                words = Array([status.as_value(), uptime, *self.perf])
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(words[out_idx])]
                 with m.If(self.o.ready):
                     m.d.sync += out_idx.eq(out_idx + 1)
-                    with m.If(out_idx == self.n_perf - 1):
+                    with m.If(out_idx == self.n_perf + 1):
                         m.next = "HEADER"
         return m

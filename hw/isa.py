@@ -29,11 +29,12 @@ read, while its last tiles still drain: the array and the drain take the two bac
 from __future__ import annotations
 
 from amaranth.hdl import signed, unsigned
-from amaranth.lib import data, enum
+from amaranth.lib import crc, data, enum
 
 __all__ = ["Opcode", "Target", "HostCmd", "instr_layout", "ptab_lane_layout", "ELEM_BITS",
            "ADDR_BITS", "DIM_BITS", "WORD_BITS", "header_layout", "status_layout",
-           "PERF_COUNTERS", "STATUS_OK", "words_for"]
+           "PERF_COUNTERS", "STATUS_WORDS", "STATUS_OK", "words_for",
+           "FRAME_SYNC", "FRAME_OVERHEAD", "FRAME_CRC", "frame_header_layout", "Reply", "Nak"]
 
 ELEM_BITS = 16          # scratchpad element width
 ADDR_BITS = 16          # scratchpad / table word addresses
@@ -84,7 +85,7 @@ class HostCmd(enum.Enum, shape=4):
     WRITE = 1       # addr, then count entries
     READ = 2        # addr -> count entries
     RUN = 3         # addr = first instruction -> one status word when END retires
-    PERF = 4        # -> the performance counters, in PERF_COUNTERS order
+    STATUS = 4      # -> STATUS_WORDS: the last status word, uptime, the performance counters
 
 
 # first word of every host command; the second word is the address (or pc)
@@ -94,11 +95,44 @@ STATUS_OK = 0xD1
 status_layout = data.StructLayout({"code": unsigned(8), "errors": unsigned(8),
                                    "pc": unsigned(16)})
 
-# what PERF returns, one 32-bit word each
+# the controller's counters (cleared by RUN), one 32-bit word each
 PERF_COUNTERS = ("cycles", "retired", "gemm_cycles", "softmax_cycles", "gelu_cycles",
                  "layernorm_cycles", "array_beats", "a_starved", "b_starved", "drain_rows")
+# what STATUS returns: the status word of the last RUN, clock cycles since reset (wraps), counters
+STATUS_WORDS = ("status", "uptime") + PERF_COUNTERS
 
 
 def words_for(bits: int) -> int:
     """Host words per entry of ``bits`` bits (little-endian, word 0 = bits 0..31)."""
     return -(-bits // WORD_BITS)
+
+
+# --------------------------------------------------------------------------------------------------
+# link frames (hw.link in gateware, host.protocol on the host)
+#
+#   sync (2 bytes) | cmd | tag | length (2 bytes, little-endian) | payload | CRC16 (2 bytes, big-endian)
+#
+# The CRC (XMODEM: polynomial 0x1021, init 0, no reflection) covers cmd .. payload; big-endian so
+# the receiver's CRC register ends on the residue. A request's cmd is a HostCmd and its payload
+# the command's host words (header word, address word, WRITE data) as little-endian bytes. The
+# reply echoes the tag: ACK with the command's reply words, or NAK with (reason, expected tag).
+
+FRAME_SYNC = (0xA5, 0x5A)
+FRAME_OVERHEAD = 8              # sync, header, CRC
+FRAME_CRC = crc.catalog.CRC16_XMODEM
+frame_header_layout = data.StructLayout({"cmd": unsigned(8), "tag": unsigned(8),
+                                         "length": unsigned(16)})
+
+
+class Reply(enum.Enum, shape=8):
+    ACK = 0x80
+    NAK = 0x81
+
+
+class Nak(enum.Enum, shape=8):
+    """Why a request was refused (the NAK payload's first byte)."""
+    CRC = 1         # the CRC did not check: the payload was not used
+    LENGTH = 2      # longer than the receive buffer, or not what the header word implies
+    COMMAND = 3     # unknown command, or the header word names another one
+    TAG = 4         # out of sequence (neither the next tag nor a repeat of the last): say HELLO
+    TIMEOUT = 5     # the frame stopped arriving mid-way (inter-byte timeout)

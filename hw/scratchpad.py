@@ -19,12 +19,13 @@ from . import shiftgelu as shiftgelu_hw
 from . import softmax as softmax_hw
 from .config import AcceleratorConfig, ConfigError
 from .isa import ELEM_BITS, ptab_lane_layout
+from .link import LinkParams
 
 __all__ = ["Sizes", "spad_layout", "ptab_layout", "vtab_layout", "hello_words", "check_core",
-           "HELLO_MAGIC", "PROTOCOL_VERSION"]
+           "HELLO_MAGIC", "HELLO_FIELDS", "LINK_FIELDS", "PROTOCOL_VERSION"]
 
 HELLO_MAGIC = 0x44594144        # "DYAD"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,18 @@ def vtab_layout(cfg: AcceleratorConfig) -> data.StructLayout:
                               "gelu": gelu_params_layout(cfg)})
 
 
-def hello_words(cfg: AcceleratorConfig, sizes: Sizes) -> list[int]:
-    """What HELLO returns: the parameters a program is built for."""
+HELLO_FIELDS = ("magic", "version", "rows", "cols", "lanes", "wbits", "abits", "mbits",
+                "acc_bits", "ivit", "max_row", "max_channels", "spad", "imem", "ptab", "vtab",
+                "link_buffer", "clk_hz", "baud")
+LINK_FIELDS = HELLO_FIELDS[-3:]         # the link's, not the program's
+
+
+def hello_words(cfg: AcceleratorConfig, sizes: Sizes, link: LinkParams) -> list[int]:
+    """What HELLO returns (:data:`HELLO_FIELDS`): the parameters a program is built for and
+    the link's (receive buffer bytes, clock, line rate)."""
     return [HELLO_MAGIC, PROTOCOL_VERSION, cfg.rows, cfg.cols, cfg.lanes, cfg.wbits, cfg.abits,
             cfg.mbits, cfg.acc_bits, int(cfg.mode == "ivit"), cfg.max_row, cfg.max_channels,
-            sizes.spad, sizes.imem, sizes.ptab, sizes.vtab]
+            sizes.spad, sizes.imem, sizes.ptab, sizes.vtab, link.buffer, link.clk_hz, link.baud]
 
 
 def check_core(cfg: AcceleratorConfig) -> None:

@@ -2,6 +2,7 @@
 
 ::
 
+   host bytes ─► Link (frames, CRC; LinkedAccelerator) ─►
    host words ─► HostInterface ─► scratchpad / instruction memory / tables, RUN, PERF
                                   │
    Controller ─► start ─► Transposer A ──────────────► SystolicArray ─┐
@@ -26,8 +27,18 @@ from .drain import Drain
 from .feeder import Transposer, WordReader
 from .gelu import GeluUnit
 from .hostif import HostInterface
-from .isa import ELEM_BITS, PERF_COUNTERS, WORD_BITS, Opcode, Target, instr_layout
+from .isa import (
+    ELEM_BITS,
+    PERF_COUNTERS,
+    STATUS_WORDS,
+    WORD_BITS,
+    Opcode,
+    Target,
+    instr_layout,
+    words_for,
+)
 from .layernorm import LayerNorm
+from .link import Link, LinkParams
 from .rowparallel import RowParallel
 from .scratchpad import (
     Sizes,
@@ -41,21 +52,30 @@ from .shiftgelu import ShiftGelu
 from .softmax import Shiftmax
 from .systolic import SystolicArray
 
-__all__ = ["Accelerator", "VEC_IN_BITS"]
+__all__ = ["Accelerator", "LinkedAccelerator", "VEC_IN_BITS"]
 
 VEC_IN_BITS = 16                # the vector units take any scratchpad element
 
 
-class Accelerator(wiring.Component):
-    """Members: ``i``/``o`` (32-bit host word streams, :mod:`hw.hostif`), ``error`` (sticky:
-    a vector unit saw a row longer than it buffers)."""
+def entry_bits(cfg: AcceleratorConfig) -> dict:
+    """Bits per entry of each memory the host reads and writes."""
+    return {Target.SPAD: spad_layout(cfg).size, Target.IMEM: instr_layout.size,
+            Target.PTAB: ptab_layout(cfg).size, Target.VTAB: vtab_layout(cfg).size}
 
-    def __init__(self, config: AcceleratorConfig, sizes: Sizes = Sizes()):
+
+class Accelerator(wiring.Component):
+    """Members: ``i``/``o`` (32-bit host word streams, :mod:`hw.hostif`), ``idle`` (waiting for
+    a host command), ``error`` (sticky: a vector unit saw a row longer than it buffers).
+    ``link``: the parameters HELLO reports about the link in front of it."""
+
+    def __init__(self, config: AcceleratorConfig, sizes: Sizes = Sizes(),
+                 link: LinkParams = LinkParams()):
         with validating(self):
             check_core(config)
-        self._cfg, self.sizes = config, sizes
+        self._cfg, self.sizes, self.link = config, sizes, link
         super().__init__({"i": In(stream.Signature(WORD_BITS)),
-                          "o": Out(stream.Signature(WORD_BITS)), "error": Out(1)})
+                          "o": Out(stream.Signature(WORD_BITS)), "idle": Out(1),
+                          "error": Out(1)})
 
     def _units(self):
         cfg = self._cfg
@@ -92,10 +112,8 @@ class Accelerator(wiring.Component):
         smx, gelu, ln = self._units()
         x_bits = max(cfg.acc_bits, gelu.out_bits, 32, ELEM_BITS) + 1
         m.submodules.ctrl = ctrl = Controller()
-        m.submodules.host = host = HostInterface(
-            {Target.SPAD: spad_layout(cfg).size, Target.IMEM: instr_layout.size,
-             Target.PTAB: ptab_layout(cfg).size, Target.VTAB: vtab_layout(cfg).size},
-            hello_words(cfg, sz), len(PERF_COUNTERS))
+        m.submodules.host = host = HostInterface(entry_bits(cfg), hello_words(cfg, sz, self.link),
+                                                 len(PERF_COUNTERS))
         m.submodules.ta = ta = Transposer(V)
         m.submodules.tb = tb = Transposer(V)
         m.submodules.wb = wb = WordReader(V)
@@ -105,6 +123,7 @@ class Accelerator(wiring.Component):
         m.submodules.drain = drain = Drain(cfg, x_bits)
         connect(m, wiring.flipped(self.i), host.i)
         connect(m, host.o, wiring.flipped(self.o))
+        m.d.comb += self.idle.eq(host.idle)
 
         # ---- host <-> memories, controller ---------------------------------------------------
         running = ~ctrl.done
@@ -226,4 +245,31 @@ class Accelerator(wiring.Component):
                      ctrl.a_starved.eq(running & is_gemm & array.b.valid & ~array.a.valid),
                      ctrl.b_starved.eq(running & is_gemm & array.a.valid & ~array.b.valid),
                      ctrl.drain_row.eq(drain.row)]
+        return m
+
+
+class LinkedAccelerator(wiring.Component):
+    """The accelerator behind its framed link (:mod:`hw.link`): ``rx``/``tx`` byte streams (a
+    UART on a board, the simulation bridge in CI), ``idle`` (nothing in flight), ``error``."""
+
+    def __init__(self, config: AcceleratorConfig, sizes: Sizes = Sizes(),
+                 link: LinkParams = LinkParams()):
+        self.core = Accelerator(config, sizes, link)
+        self.link = link
+        super().__init__({"rx": In(stream.Signature(8)), "tx": Out(stream.Signature(8)),
+                          "idle": Out(1), "error": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg, core = self.core._cfg, self.core
+        m.submodules.core = core
+        m.submodules.link = link = Link(
+            self.link, {t: words_for(b) for t, b in entry_bits(cfg).items()},
+            len(hello_words(cfg, core.sizes, self.link)), len(STATUS_WORDS))
+        connect(m, wiring.flipped(self.rx), link.rx)
+        connect(m, link.tx, wiring.flipped(self.tx))
+        connect(m, link.i, core.i)
+        connect(m, core.o, link.o)
+        m.d.comb += [link.host_idle.eq(core.idle), self.idle.eq(link.idle),
+                     self.error.eq(core.error)]
         return m

@@ -4,7 +4,7 @@ through the host word stream exactly as the host runtime drives it, bit-exact ag
 
 ``$DYAD_CORE_JOB`` names a pickle written by :func:`write_job`: the :class:`~gen.compiler.Program`,
 the inputs, the golden outputs and (for programs compiled without scratchpad reuse) the golden
-traces. Per input: WRITE the input, RUN, READ the output, PERF. On a mismatch every tensor is
+traces. Per input: WRITE the input, RUN, READ the output, STATUS. On a mismatch every tensor is
 read back and compared with the golden trace, and the first differing one is named. The bench
 prints one ``CORE`` line per inference (cycles, counters) and the simulator's cycles per second.
 """
@@ -20,7 +20,8 @@ import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from gen.compiler import command
-from hw.isa import PERF_COUNTERS, STATUS_OK, HostCmd, status_layout
+from hw.isa import PERF_COUNTERS, STATUS_OK, STATUS_WORDS, HostCmd, status_layout
+from hw.link import LinkParams
 from hw.scratchpad import hello_words
 from sim.streams import TB
 
@@ -90,11 +91,12 @@ async def run_model(dut):
     tb = TB(dut)
     host = WordHost(dut, tb.clock)
     await tb.reset()
-    hello = await host.transact(command(HostCmd.HELLO), len(hello_words(prog.cfg, prog.sizes())))
-    assert hello == hello_words(prog.cfg, prog.sizes()), f"HELLO mismatch: {hello}"
+    want = hello_words(prog.cfg, prog.sizes(), LinkParams())
+    hello = await host.transact(command(HostCmd.HELLO), len(want))
+    assert hello == want, f"HELLO mismatch: {hello}"
     t0 = time.perf_counter()
     segmented = job.get("segmented", False)
-    await host.send(prog.load_commands(segmented))
+    await host.send([w for cmd in prog.load_commands(segmented) for w in cmd])
     starts = prog.imem(segmented)[1]
     names = [s[0] for s in prog.segments()] if segmented else ["all"]
     failures, sim_cycles, wall, perfs = [], 0, 0.0, []
@@ -108,8 +110,8 @@ async def run_model(dut):
             status = status_layout.from_bits(reply[0])
             assert int(status.code) == STATUS_OK, f"image {n}: status {reply[0]:#x}"
             assert int(status.errors) == 0, f"image {n}: unit error flags {int(status.errors):#x}"
-            counters = await host.transact(command(HostCmd.PERF), len(PERF_COUNTERS))
-            layers[name] = dict(zip(PERF_COUNTERS, counters))
+            words = await host.transact(command(HostCmd.STATUS), len(STATUS_WORDS))
+            layers[name] = {k: v for k, v in zip(STATUS_WORDS, words) if k in PERF_COUNTERS}
             perf = {k: perf[k] + layers[name][k] for k in PERF_COUNTERS}
         out = prog.decode(prog.output, await host.transact(prog.output_command(),
                                                            prog.reply_words(prog.output)))

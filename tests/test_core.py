@@ -12,7 +12,8 @@ from gen.model import TransformerSpec, init_params
 from gen.quantize import ActPolicy, quantize_model
 from gen.workloads import bert_layer, digits_vit
 from hw.config import AcceleratorConfig
-from hw.isa import PERF_COUNTERS, STATUS_OK, HostCmd, status_layout
+from hw.isa import STATUS_OK, STATUS_WORDS, HostCmd, status_layout
+from hw.link import LinkParams
 from hw.scratchpad import Sizes, hello_words
 from hw.top import Accelerator
 
@@ -119,12 +120,12 @@ def test_accelerator_amaranth_sim(mode):
     prog = compile_model(im, cfg)
     X = golden.quantize_input(im, images[:2])
     dut = Accelerator(cfg, prog.sizes())
-    hello = hello_words(cfg, prog.sizes())
-    words = command(HostCmd.HELLO) + prog.load_commands()
+    hello = hello_words(cfg, prog.sizes(), LinkParams())
+    words = command(HostCmd.HELLO) + [w for cmd in prog.load_commands() for w in cmd]
     for b in range(2):
         words += (prog.input_commands(X[b]) + command(HostCmd.RUN, 0) + prog.output_command()
-                  + command(HostCmd.PERF))
-    per_run = 1 + prog.reply_words(prog.output) + len(PERF_COUNTERS)
+                  + command(HostCmd.STATUS))
+    per_run = 1 + prog.reply_words(prog.output) + len(STATUS_WORDS)
     got = []
 
     async def host_in(ctx):
@@ -155,7 +156,8 @@ def test_accelerator_amaranth_sim(mode):
         assert int(status.code) == STATUS_OK and int(status.pc) == len(prog.instrs)
         out = prog.decode(prog.output, reply[1:1 + prog.reply_words(prog.output)])
         assert np.array_equal(out, golden.run(im, X[b:b + 1])), (out, b)
-        perf = dict(zip(PERF_COUNTERS, reply[1 + prog.reply_words(prog.output):]))
+        perf = dict(zip(STATUS_WORDS, reply[1 + prog.reply_words(prog.output):]))
+        assert perf["status"] == reply[0] and perf["uptime"] > perf["cycles"] > 0
         assert perf["retired"] == len(prog.instrs)
         assert perf["array_beats"] == sum(
             -(-i.fields["m"] // 4) * -(-i.fields["n"] // 4) * i.fields["k"]
