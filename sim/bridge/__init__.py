@@ -19,6 +19,7 @@ from pathlib import Path
 
 from hw.link import LinkParams
 from hw.scratchpad import Sizes
+from hw.top import LinkedAccelerator
 
 from ..runner import (
     VERILATOR_ARGS,
@@ -43,25 +44,18 @@ class BridgeError(RuntimeError):
     pass
 
 
-def _design(cfg, sizes: Sizes, link: LinkParams, pins: bool):
-    from hw.top import LinkedAccelerator
-    if pins:
-        from hw.board import UartTop
-        return UartTop(cfg, sizes, link)
-    return LinkedAccelerator(cfg, sizes, link)
-
-
-def build_bridge(cfg, sizes: Sizes, link: LinkParams = BRIDGE_LINK, *, pins: bool = False,
+def build_bridge(cfg, sizes: Sizes, link: LinkParams = BRIDGE_LINK, *,
                  log=sys.stderr) -> Path:
     """The bridge executable for this design (built unless cached)."""
     from amaranth.back import verilog
 
     bindir = verilator_bin()
     build_dir = build_dir_for("bridge", {"cfg": cfg.to_dict(), "sizes": repr(sizes),
-                                         "link": repr(link), "pins": pins, "opt": CXX_OPT})
+                                         "link": repr(link), "opt": CXX_OPT})
     exe = build_dir / "obj" / "bridge"
     vfile = build_dir / f"{TOP}.v"
-    changed = write_if_changed(vfile, verilog.convert(_design(cfg, sizes, link, pins), name=TOP))
+    changed = write_if_changed(vfile, verilog.convert(LinkedAccelerator(cfg, sizes, link),
+                                                      name=TOP))
     harness = build_dir / "harness.cpp"
     changed |= write_if_changed(harness, HARNESS.read_text())
     if exe.exists() and not changed:
@@ -71,8 +65,7 @@ def build_bridge(cfg, sizes: Sizes, link: LinkParams = BRIDGE_LINK, *, pins: boo
     t0 = time.monotonic()
     cmd = [str(bindir / "verilator"), "--cc", "--exe", "--build", "-j", "2", *VERILATOR_ARGS,
            "--top-module", TOP, "--Mdir", "obj", "-o", "bridge",
-           "-MAKEFLAGS", make_overrides(CXX_OPT),
-           *(["-CFLAGS", "-DPINS"] if pins else []), vfile.name, harness.name]
+           "-MAKEFLAGS", make_overrides(CXX_OPT), vfile.name, harness.name]
     env = {k: v for k, v in os.environ.items() if k != "MAKEFLAGS"}
     with open(build_dir / "build.log", "w") as f:
         proc = subprocess.run(cmd, cwd=build_dir, stdout=f, stderr=subprocess.STDOUT, env=env)
@@ -85,17 +78,16 @@ def build_bridge(cfg, sizes: Sizes, link: LinkParams = BRIDGE_LINK, *, pins: boo
 
 class Bridge:
     """A running bridge; ``url`` is what the host opens. ``pty``: serve a pty instead of a
-    TCP port. ``pins``: the board top with its UART, driven bit by bit."""
+    TCP port."""
 
-    def __init__(self, cfg, sizes: Sizes, link: LinkParams = BRIDGE_LINK, *, pty: bool = False,
-                 pins: bool = False):
+    def __init__(self, cfg, sizes: Sizes, link: LinkParams = BRIDGE_LINK, *, pty: bool = False):
         self.cfg, self.sizes, self.link = cfg, sizes, link
-        self.pty, self.pins = pty, pins
+        self.pty = pty
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
     def start(self) -> "Bridge":
-        exe = build_bridge(self.cfg, self.sizes, self.link, pins=self.pins)
+        exe = build_bridge(self.cfg, self.sizes, self.link)
         cmd = [str(exe), *(["--pty"] if self.pty else ["--tcp", "0"]),
                "--cycles-per-byte", repr(self.link.cycles_per_byte)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

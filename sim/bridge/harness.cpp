@@ -5,11 +5,10 @@
 //
 // Prints "LISTEN socket://127.0.0.1:PORT" (or "LISTEN /dev/pts/N") on stdout, then serves one
 // client at a time. Bytes cross the link at the configured line rate in simulated time: one byte
-// per C cycles each way: at stream level, the rx/tx byte streams; built with -DPINS, the board
-// top's UART pins, bit by bit (8N1). While the design reports idle and no byte is waiting the
-// bridge blocks in poll(), so simulated time stands still until the host speaks. A client that
-// disconnects mid-frame leaves the design to recover on its own (its inter-byte timeout); the
-// next client is served.
+// per C cycles each way on the design's rx/tx byte streams. While the design reports idle and no
+// byte is waiting the bridge blocks in poll(), so simulated time stands still until the host
+// speaks. A client that disconnects mid-frame leaves the design to recover on its own (its
+// inter-byte timeout); the next client is served.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -163,49 +162,6 @@ struct Port {
     }
 };
 
-// UART at the pins (-DPINS): 8N1, LSB first, `cpb` cycles per bit (fractional).
-struct PinSerializer {     // host -> design rx pin
-    double cpb;
-    int bit = -1;          // -1: line idle; 0: start; 1..8 data; 9: stop
-    uint8_t byte = 0;
-    double t = 0;
-    bool busy() const { return bit >= 0; }
-    void start(uint8_t b) { byte = b; bit = 0; t = 0; }
-    int level() const {
-        if (bit < 0 || bit == 9) return 1;
-        if (bit == 0) return 0;
-        return (byte >> (bit - 1)) & 1;
-    }
-    void step() {
-        if (bit < 0) return;
-        t += 1;
-        if (t >= cpb) {
-            t -= cpb;
-            if (++bit == 10) bit = -1;
-        }
-    }
-};
-
-struct PinDeserializer {   // design tx pin -> host: each bit sampled in its middle
-    double cpb;
-    int bit = -1;          // -1: waiting for a start bit
-    double t = 0;
-    uint8_t byte = 0;
-    int step(int level) {  // a completed byte, or -1
-        if (bit < 0) {
-            if (level == 0) { bit = 0; t = 0; }
-            return -1;
-        }
-        t += 1;
-        if (t < cpb * (bit + 0.5)) return -1;
-        if (bit == 0 && level) { bit = -1; return -1; }          // a glitch, not a start bit
-        if (bit >= 1 && bit <= 8) byte = (byte >> 1) | (level ? 0x80 : 0);
-        if (bit == 9) { bit = -1; return level ? byte : -1; }    // framing error: dropped
-        bit++;
-        return -1;
-    }
-};
-
 int main(int argc, char** argv) {
     Verilated::commandArgs(argc, argv);
     signal(SIGPIPE, SIG_IGN);
@@ -234,14 +190,11 @@ int main(int argc, char** argv) {
     std::vector<uint8_t> txq;
     double rx_credit = 1, tx_credit = 1;
     const double per_cycle = 1.0 / cpb;
-    PinSerializer ser{cpb / 10};
-    PinDeserializer des{cpb / 10};
     int since_io = 0;
 
     for (;;) {
         // ---- host I/O: every 256 cycles, or block while nothing can happen -------------------
-        bool quiet = rxq.empty() && !ser.busy() && des.bit < 0;
-        if (top->idle && quiet) {
+        if (top->idle && rxq.empty()) {
             port.send(txq);
             port.wait(-1);
             port.receive(rxq);
@@ -255,37 +208,21 @@ int main(int argc, char** argv) {
 
         // ---- one cycle ------------------------------------------------------------------------
         top->clk = 0;
-#ifdef PINS
-        {
-            if (!ser.busy() && !rxq.empty()) {
-                ser.start(rxq.front());
-                rxq.pop_front();
-            }
-            top->uart_rx = ser.level();
-            top->eval();
-            int b = des.step(top->uart_tx);
-            if (b >= 0) txq.push_back((uint8_t)b);
-            ser.step();
+        rx_credit = rx_credit + per_cycle > 1 ? 1 : rx_credit + per_cycle;
+        tx_credit = tx_credit + per_cycle > 1 ? 1 : tx_credit + per_cycle;
+        bool offer = rx_credit >= 1 && !rxq.empty();
+        top->rx___05Fvalid = offer;
+        top->rx___05Fpayload = offer ? rxq.front() : 0;
+        top->tx___05Fready = tx_credit >= 1;
+        top->eval();
+        if (offer && top->rx___05Fready) {
+            rxq.pop_front();
+            rx_credit -= 1;
         }
-#else
-        {
-            rx_credit = rx_credit + per_cycle > 1 ? 1 : rx_credit + per_cycle;
-            tx_credit = tx_credit + per_cycle > 1 ? 1 : tx_credit + per_cycle;
-            bool offer = rx_credit >= 1 && !rxq.empty();
-            top->rx___05Fvalid = offer;
-            top->rx___05Fpayload = offer ? rxq.front() : 0;
-            top->tx___05Fready = tx_credit >= 1;
-            top->eval();
-            if (offer && top->rx___05Fready) {
-                rxq.pop_front();
-                rx_credit -= 1;
-            }
-            if (top->tx___05Fvalid && top->tx___05Fready) {
-                txq.push_back(top->tx___05Fpayload);
-                tx_credit -= 1;
-            }
+        if (top->tx___05Fvalid && top->tx___05Fready) {
+            txq.push_back(top->tx___05Fpayload);
+            tx_credit -= 1;
         }
-#endif
         top->clk = 1;
         top->eval();
     }
