@@ -41,43 +41,54 @@ class Frame:
 
 
 class FrameReader:
-    """Finds frames in a byte stream: hunts for the sync bytes, skips anything whose CRC does
-    not check (counted in ``bad``) and resumes right after that frame's sync."""
+    """Finds frames in a byte stream: hunts for the sync bytes, skips anything announcing more
+    than ``max_payload`` or (``check``) whose CRC does not check — counted in ``bad`` — and
+    resumes right after that frame's sync."""
 
-    def __init__(self, max_payload: int = 1 << 16):
+    def __init__(self, max_payload: int = (1 << 16) - 1, check: bool = True):
         self.buf = bytearray()
-        self.max_payload = max_payload
+        self.max_payload, self.check = max_payload, check
         self.bad = 0            # frames dropped for their CRC or length
         self.skipped = 0        # bytes that were not part of a frame
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def cut(self, data: bytes = b"") -> list[tuple[bool, bytes]]:
+        """The stream so far, in order: ``(True, a whole frame)`` and ``(False, bytes between
+        frames)``; an incomplete frame stays buffered."""
         self.buf += data
-        out = []
+        buf, out = self.buf, []
         while True:
-            start = self.buf.find(_SYNC)
+            start = buf.find(_SYNC)
             if start < 0:
-                keep = 1 if self.buf[-1:] == _SYNC[:1] else 0
-                self.skipped += len(self.buf) - keep
-                del self.buf[:len(self.buf) - keep]
+                n = len(buf) - (1 if buf[-1:] == _SYNC[:1] else 0)
+                if n:
+                    out.append((False, bytes(buf[:n])))
+                    del buf[:n]
                 return out
-            self.skipped += start
-            del self.buf[:start]
-            if len(self.buf) < 6:
+            if start:
+                out.append((False, bytes(buf[:start])))
+                del buf[:start]
+            if len(buf) < 6:
                 return out
-            cmd, tag, length = struct.unpack_from("<BBH", self.buf, 2)
-            if length > self.max_payload:
-                self.bad += 1
-                del self.buf[:2]
+            (length,) = struct.unpack_from("<H", buf, 4)
+            end = length + FRAME_OVERHEAD
+            if length <= self.max_payload and len(buf) < end:
+                return out
+            if length > self.max_payload or (self.check and _CRC.compute(buf[2:end]) != 0):
+                self.bad += 1                       # (data + big-endian CRC: residue 0)
+                out.append((False, bytes(buf[:2])))
+                del buf[:2]
                 continue
-            if len(self.buf) < length + FRAME_OVERHEAD:
-                return out
-            frame = bytes(self.buf[2:length + FRAME_OVERHEAD])
-            if _CRC.compute(frame) != 0:            # data + big-endian CRC: residue 0
-                self.bad += 1
-                del self.buf[:2]
-                continue
-            del self.buf[:length + FRAME_OVERHEAD]
-            out.append(Frame(cmd, tag, frame[4:-2]))
+            out.append((True, bytes(buf[:end])))
+            del buf[:end]
+
+    def feed(self, data: bytes) -> list[Frame]:
+        frames = []
+        for whole, piece in self.cut(data):
+            if whole:
+                frames.append(Frame(piece[2], piece[3], piece[6:-2]))
+            else:
+                self.skipped += len(piece)
+        return frames
 
     def flush(self) -> list[Frame]:
         """The sender went quiet: a frame still incomplete never will be (a false sync in

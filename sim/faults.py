@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import random
 import socket
-import struct
 import threading
 from collections import Counter
 
+from host.protocol import FrameReader, encode
 from hw.isa import FRAME_OVERHEAD, FRAME_SYNC
 
 __all__ = ["FaultProxy", "TO_DEVICE", "TO_HOST", "REPLAY_WINDOW"]
@@ -27,30 +27,6 @@ TO_DEVICE = {"crc": 2, "payload_bit": 2, "header_bit": 2, "truncate": 2, "garbag
 TO_HOST = {"reply_bit": 2, "reply_truncate": 1, "reply_garbage": 2, "reply_drop": 1}
 REPLAY_WINDOW = 16          # tags are 8 bits: a frame 255 requests old would look new
 _SYNC = bytes(FRAME_SYNC)
-
-
-def _frames(buf: bytearray):
-    """Complete frames (and bytes between them) at the front of ``buf``, removed from it."""
-    out = []
-    while True:
-        start = buf.find(_SYNC)
-        if start < 0:
-            if buf:
-                keep = 1 if buf[-1:] == _SYNC[:1] else 0
-                if len(buf) > keep:
-                    out.append(("raw", bytes(buf[:len(buf) - keep])))
-                    del buf[:len(buf) - keep]
-            return out
-        if start:
-            out.append(("raw", bytes(buf[:start])))
-            del buf[:start]
-        if len(buf) < 6:
-            return out
-        (length,) = struct.unpack_from("<H", buf, 4)
-        if len(buf) < length + FRAME_OVERHEAD:
-            return out
-        out.append(("frame", bytes(buf[:length + FRAME_OVERHEAD])))
-        del buf[:length + FRAME_OVERHEAD]
 
 
 class FaultProxy:
@@ -103,16 +79,15 @@ class FaultProxy:
                              daemon=True).start()
 
     def _pump(self, src: socket.socket, dst: socket.socket, towards: str):
-        buf = bytearray()
+        frames = FrameReader(check=False)
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                buf += data
                 out = b""
-                for kind, chunk in _frames(buf):
-                    out += chunk if kind == "raw" else self._damage(chunk, towards)
+                for whole, piece in frames.cut(data):
+                    out += self._damage(piece, towards) if whole else piece
                 if out:
                     dst.sendall(out)
         except OSError:
@@ -157,7 +132,6 @@ class FaultProxy:
             elif kind == "replay":
                 f = bytearray(rng.choice(self.history)) + f
             elif kind == "oversize":
-                from host.protocol import encode
                 length = self.buffer + rng.randrange(4, 600)
                 bogus = encode(rng.randrange(5), (frame[3] + 128) & 0xFF,
                                bytes(rng.randrange(256) for _ in range(length)))
