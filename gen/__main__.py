@@ -110,8 +110,9 @@ def _build(args) -> int:
     from .compiler import compile_model
 
     t0 = time.perf_counter()
-    cfg = config_from_args(args)
-    out = args.out or Path("build") / cfg.name
+    board = _board(args)
+    cfg = config_from_args(args, board and _board_default(board))
+    out = args.out or Path("build") / (cfg.name + (f"_{board.name}" if board else ""))
     print(build.summary(cfg))
     program = None
     if args.model != "none":
@@ -124,6 +125,15 @@ def _build(args) -> int:
         print(f"  program for {path}: {len(program.instrs)} instructions, {program.macs} MACs; "
               f"scratchpad {program.spad_words} of {sz.spad} words, requant table "
               f"{len(program.ptab)}, vector table {len(program.vtab)}")
+    if board is not None:
+        if program is None:
+            raise CliError("--board needs a model to run (drop --model none)")
+        from .boards import build_board
+        core_hz = round(args.clock_mhz * 1e6) if args.clock_mhz else None
+        build_board(board, cfg, program, out, core_hz=core_hz, seed=args.seeds,
+                    synth_only=args.synth_only)
+        print(f"wrote {out} in {time.perf_counter() - t0:.0f} s")
+        return 0
     doc = build.build(cfg, out, program=program)
     extra = " + the accelerator and its program" if program is not None else ""
     print(f"wrote {out}/{cfg.name}.json and {len(doc['units'])} units (Verilog + RTLIL){extra} "
@@ -132,6 +142,27 @@ def _build(args) -> int:
         from . import report
         report.main_report(cfg, out, doc, seeds=args.seeds, units=args.unit)
     return 0
+
+
+def _board(args):
+    """The ``--board`` named (its part becomes the device), or None."""
+    if not getattr(args, "board", None):
+        return None
+    from .boards import BOARDS
+    if args.board not in BOARDS:
+        raise CliError(f"--board {args.board!r}: unknown; known: {', '.join(BOARDS)}")
+    board = BOARDS[args.board]
+    if args.device not in (None, board.device):
+        raise CliError(f"--device {args.device} conflicts with --board {board.name} "
+                       f"({board.device})")
+    args.device = board.device
+    return board
+
+
+def _board_default(board):
+    """A board's own preset, on its part."""
+    from hw.config import PRESETS
+    return PRESETS[board.preset].replace(device=board.device)
 
 
 def add_config_args(p, array_default: str = "16x16"):
@@ -170,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="write Verilog, RTLIL and <name>.json for a configuration")
     _add_build_args(p)
     p.add_argument("--report", action="store_true", help="also run yosys + nextpnr")
+    p.add_argument("--board", default=None, help="build a bitstream for a board: ulx3s-85f, "
+                   "ulx3s-45f, ulx3s-25f, icebreaker (its preset unless --array/--preset)")
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="with --board: core clock (PLL output; default per board)")
+    p.add_argument("--synth-only", action="store_true",
+                   help="with --board: stop after synthesis and the fit check")
     p.add_argument("--model", default=None,
                    help="checkpoint directory or IntModel .json to size the accelerator for and "
                         "compile (default: the built-in digits ViT; 'none': units only)")

@@ -25,7 +25,7 @@ from hw.softmax import Shiftmax
 from hw.systolic import SystolicArray
 from hw.top import Accelerator
 
-__all__ = ["UNITS", "build", "layout_json", "BuiltUnit"]
+__all__ = ["UNITS", "build", "layout_json", "BuiltUnit", "write_host_json"]
 
 
 def _gelu(cfg: AcceleratorConfig):
@@ -152,12 +152,28 @@ def build(cfg: AcceleratorConfig, out: Path, *, log=print, jobs: int | None = No
     return doc
 
 
+def write_host_json(cfg: AcceleratorConfig, program, out: Path, link, *, board=None) -> dict:
+    """For a board build: ``<name>.program.json`` and ``<name>.json`` (config, memory sizes,
+    the HELLO words the device will answer, the link, the board report) — what
+    ``python -m host run --program`` loads and checks the device against."""
+    out = Path(out)
+    sizes = program.sizes()
+    path = program.save(out / f"{cfg.name}.program.json")
+    doc = {"format": "dyad-build-1", "name": cfg.name, "config": cfg.to_dict(),
+           "accelerator": {"program": path.name, "sizes": asdict(sizes),
+                           "hello": hello_words(cfg, sizes, link), "link": asdict(link)},
+           "board": board}
+    (out / f"{cfg.name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    return doc
+
+
 def summary(cfg: AcceleratorConfig) -> str:
     d = cfg.dev
     return (f"{cfg.name}: {cfg.rows}x{cfg.cols} output-stationary array, W{cfg.wbits}A{cfg.abits}, "
             f"K <= {cfg.kmax}, {cfg.acc_bits}-bit accumulators; {cfg.lanes} requant lanes "
             f"({cfg.mbits}-bit mantissa)\n"
-            f"  target {cfg.device}: {cfg.requant_dsps} DSPs for requantizers, {cfg.dsp_products}"
+            f"  target {cfg.device}: {cfg.requant_dsps} DSPs for requantizers, {cfg.vector_dsps} "
+            f"for vector units, {cfg.dsp_products}"
             f" array products in DSPs (of {d.dsps}), "
             f"{cfg.lut_products} in LUT multipliers (array ~{cfg.array_luts} LUTs of {d.luts}); "
             f"tiles stream back to back for K >= {cfg.tile_spacing}")

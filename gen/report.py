@@ -81,7 +81,9 @@ def run_tool(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) ->
             reader.start()
             while proc.poll() is None:
                 reader.join(PROGRESS_EVERY)
-                if proc.poll() is None:
+                if not reader.is_alive():        # output closed: the tool is finishing
+                    proc.wait()
+                elif proc.poll() is None:
                     log(f"    [{label} {time.perf_counter() - t0:5.0f} s] {last[0]}")
             reader.join()
     if proc.returncode:

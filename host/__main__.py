@@ -3,6 +3,7 @@ simulated design through the bridge (``--sim``) — and check every output again
 model.
 
     python -m host run --sim --array 8x8 --images 20
+    python -m host run --sim --pins --images 20          # the board's UART top, pin level
     python -m host run --port /dev/ttyUSB1 --program build/NAME/NAME.program.json --images 100
 """
 from __future__ import annotations
@@ -75,10 +76,15 @@ def _run(args) -> int:
     bridge = None
     url = args.port
     if args.sim:
-        from sim.bridge import Bridge
-        bridge = Bridge(cfg, prog.sizes(), pty=args.pty).start()
+        from sim.bridge import PINS_LINK, Bridge
+        if args.pins:
+            bridge = Bridge(cfg, prog.sizes(), PINS_LINK, pty=args.pty, pins=True).start()
+        else:
+            bridge = Bridge(cfg, prog.sizes(), pty=args.pty).start()
         url = bridge.url
-        print(f"simulation bridge for {cfg.rows}x{cfg.cols} {cfg.mode} at {url}")
+        print(f"simulation bridge for {cfg.rows}x{cfg.cols} {cfg.mode} at {url}"
+              + (f" (UART pins, {bridge.link.baud} baud from {bridge.link.clk_hz / 1e6:g} MHz)"
+                 if args.pins else ""))
     try:
         return _session(args, url, prog, xs, want, labels)
     finally:
@@ -132,6 +138,8 @@ def build_parser():
     p.add_argument("--sim", action="store_true",
                    help="build (cached) and start the Verilator bridge for the configuration")
     p.add_argument("--pty", action="store_true", help="with --sim: serve a pty, not TCP")
+    p.add_argument("--pins", action="store_true", help="with --sim: simulate the board's UART "
+                   "top, bit by bit on its pins at 3 Mbaud timing (default: the byte streams)")
     p.add_argument("--program", type=Path, default=None,
                    help="a compiled <name>.program.json (default: compile --model here)")
     p.add_argument("--model", default=None, help="checkpoint directory or IntModel .json "

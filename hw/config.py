@@ -44,6 +44,10 @@ LUTS_PER_PP_BIT = 2.6
 LUTS_PER_ACC_BIT = 3.3
 LUT_FILL = 0.9
 DSP_WIDTH = {"ecp5": 18, "ice40": 16}     # MULT18X18D / SB_MAC16 operand width
+# DSPs each vector unit takes: (per lane, per copy) — fitted to yosys on ECP5: the units alone at
+# 16 lanes (Shiftmax 128, GELU 64, LayerNorm 50; README "Vector units") and whole accelerators
+# (2 lanes, one row unit each: 37; 8 lanes, two each: 223); row units come in `row_units` copies
+VECTOR_DSPS = {"softmax": (8.0, 4), "gelu": (4.0, 0), "layernorm": (3.2, 3)}
 
 
 @dataclass(frozen=True)
@@ -148,10 +152,19 @@ class AcceleratorConfig:
         return self.lanes * per_lane
 
     @property
+    def vector_dsps(self) -> int:
+        """DSPs the vector units' own multipliers take (yosys maps every one of their products
+        onto DSP blocks, so they come first)."""
+        copies = {"softmax": self.row_units, "layernorm": self.row_units,
+                  "gelu": self.row_units if self.mode == "ivit" else 1}
+        return math.ceil(sum((per_lane * self.lanes + fixed) * copies[unit]
+                             for unit, (per_lane, fixed) in VECTOR_DSPS.items()))
+
+    @property
     def dsp_products(self) -> int:
-        """How many PEs get a hardware multiplier (what the requantizers leave); the rest use LUT
-        multipliers."""
-        return min(self.pes, max(0, self.dev.dsps - self.requant_dsps))
+        """How many PEs get a hardware multiplier (what the requantizers and the vector units
+        leave); the rest use LUT multipliers."""
+        return min(self.pes, max(0, self.dev.dsps - self.requant_dsps - self.vector_dsps))
 
     @property
     def lut_products(self) -> int:
@@ -198,7 +211,7 @@ class AcceleratorConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["derived"] = {"acc_bits": self.acc_bits, "pes": self.pes,
-                        "requant_dsps": self.requant_dsps,
+                        "requant_dsps": self.requant_dsps, "vector_dsps": self.vector_dsps,
                         "dsp_products": self.dsp_products, "lut_products": self.lut_products,
                         "tile_spacing": self.tile_spacing}
         return d
@@ -226,4 +239,11 @@ PRESETS = {
     "bert-w8a16": AcceleratorConfig(rows=8, cols=16, abits=16, mbits=17),
     "icebreaker": AcceleratorConfig(rows=2, cols=4, kmax=1024, lanes=1, mbits=15,
                                     device="ice40-up5k"),
+    # the whole accelerator on a ULX3S-85F: one row unit of each kind and 17-bit requant
+    # mantissas (3 DSPs per lane, not 6) leave the vector units their DSPs; the array's products
+    # go to LUT multipliers
+    "ulx3s-8x8": AcceleratorConfig(rows=8, cols=8, mbits=17, row_units=1),
+    # the smallest accelerator that runs whole models (V = 2 lanes, rows of up to 64)
+    "icebreaker-2x2": AcceleratorConfig(rows=2, cols=2, kmax=1024, mbits=15, row_units=1,
+                                        max_row=64, max_channels=64, device="ice40-up5k"),
 }

@@ -2,6 +2,7 @@
 
 ::
 
+   UART pins ─► Uart (SerialAccelerator, a board's top) ─►
    host bytes ─► Link (frames, CRC; LinkedAccelerator) ─►
    host words ─► HostInterface ─► scratchpad / instruction memory / tables, RUN, PERF
                                   │
@@ -51,8 +52,9 @@ from .scratchpad import (
 from .shiftgelu import ShiftGelu
 from .softmax import Shiftmax
 from .systolic import SystolicArray
+from .uart import COUNTER_BITS, Uart
 
-__all__ = ["Accelerator", "LinkedAccelerator", "VEC_IN_BITS"]
+__all__ = ["Accelerator", "LinkedAccelerator", "SerialAccelerator", "VEC_IN_BITS"]
 
 VEC_IN_BITS = 16                # the vector units take any scratchpad element
 
@@ -272,4 +274,29 @@ class LinkedAccelerator(wiring.Component):
         connect(m, core.o, link.o)
         m.d.comb += [link.host_idle.eq(core.idle), self.idle.eq(link.idle),
                      self.error.eq(core.error)]
+        return m
+
+
+class SerialAccelerator(wiring.Component):
+    """The linked accelerator behind a UART (:mod:`hw.uart`) at ``link.baud`` from a
+    ``link.clk_hz`` clock: what a board runs (its top adds clocking and pins) and what the
+    pin-level simulation bridge drives. ``idle``: nothing in flight on the link or the line;
+    ``error``: a unit reported an error; ``frame_errors``: bytes received with a bad stop bit."""
+
+    def __init__(self, config: AcceleratorConfig, sizes: Sizes = Sizes(),
+                 link: LinkParams = LinkParams()):
+        self.linked = LinkedAccelerator(config, sizes, link)
+        self.uart = Uart(link.clk_hz, link.baud)
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "idle": Out(1),
+                          "error": Out(1), "frame_errors": Out(COUNTER_BITS)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.linked = linked = self.linked
+        m.submodules.uart = uart = self.uart
+        connect(m, uart.o, linked.rx)
+        connect(m, linked.tx, uart.i)
+        m.d.comb += [uart.rx.eq(self.rx), self.tx.eq(uart.tx),
+                     self.idle.eq(linked.idle & ~uart.busy), self.error.eq(linked.error),
+                     self.frame_errors.eq(uart.frame_errors)]
         return m

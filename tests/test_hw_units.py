@@ -85,8 +85,11 @@ def test_config_derived():
     cfg = AcceleratorConfig(rows=16, cols=16, wbits=8, abits=8, kmax=4096)
     assert cfg.acc_bits == 8 + 8 + 12
     assert cfg.requant_dsps == 16 * 6                 # (33x32: 2x2 blocks) + (16x32: 2 blocks)
-    assert (cfg.dsp_products, cfg.lut_products) == (156 - 96, 196)
-    assert AcceleratorConfig(rows=8, cols=8).lut_products == 0
+    assert cfg.vector_dsps == 437                       # beyond the 85F: LUT multipliers only
+    assert (cfg.dsp_products, cfg.lut_products) == (0, 256)
+    assert AcceleratorConfig(rows=4, cols=4, row_units=1).lut_products == 0
+    ulx3s = PRESETS["ulx3s-8x8"]
+    assert (ulx3s.requant_dsps, ulx3s.vector_dsps, ulx3s.dsp_products) == (24, 129, 3)
     assert AcceleratorConfig(rows=16, cols=16, mbits=17).requant_dsps == 16 * 3
     assert AcceleratorConfig(abits=16, kmax=1000).acc_bits == 8 + 16 + 10
     d = AcceleratorConfig.from_dict(__import__("json").loads(cfg.to_json()))

@@ -1,13 +1,16 @@
 // The simulation bridge: a Verilator model of the accelerator behind its link, exposed as a TCP
 // port or a pty so the unchanged host runtime (pyserial) talks to it as to a board.
 //
-//   bridge --tcp PORT | --pty  --cycles-per-byte C
+//   bridge --tcp PORT | --pty  --cycles-per-byte C                 (byte streams)
+//   bridge --tcp PORT | --pty  --cycles-per-bit C [--host-skew S]  (built with -DPINS)
 //
 // Prints "LISTEN socket://127.0.0.1:PORT" (or "LISTEN /dev/pts/N") on stdout, then serves one
-// client at a time. Bytes cross the link at the configured line rate in simulated time: one byte
-// per C cycles each way on the design's rx/tx byte streams. While the design reports idle and no
-// byte is waiting the bridge blocks in poll(), so simulated time stands still until the host
-// speaks. A client that disconnects mid-frame leaves the design to recover on its own (its
+// client at a time. Bytes cross the link at the configured line rate in simulated time: either
+// one byte per C cycles each way on the design's rx/tx byte streams, or (PINS: the design is the
+// board's UART top) as 8N1 bit levels on its rx pin, C cycles per bit (times 1 + S: the host
+// adapter's clock error), with its tx pin decoded by sampling each bit in its middle. While the
+// design reports idle and no byte is waiting the bridge blocks in poll(), so simulated time
+// stands still until the host speaks. A client that disconnects mid-frame leaves the design to recover on its own (its
 // inter-byte timeout); the next client is served.
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -40,6 +43,59 @@ static void tick() {
     top->clk = 1;
     top->eval();
 }
+
+#ifdef PINS
+// The host adapter's UART: sends queued bytes back to back on one bit grid.
+struct LineOut {
+    double bit = 16;            // cycles per bit
+    bool busy = false;
+    double start = 0, end = -1e18;
+    uint16_t frame = 0;
+
+    int level(uint64_t cyc, std::deque<uint8_t>& q) {
+        if (busy && cyc >= end) busy = false;
+        if (!busy && !q.empty()) {
+            start = (cyc - end < 1) ? end : (double)cyc;     // back to back: keep the grid
+            end = start + 10 * bit;
+            frame = (1u << 9) | (q.front() << 1);
+            q.pop_front();
+            busy = true;
+        }
+        if (!busy) return 1;
+        int k = (int)((cyc - start) / bit);
+        return k >= 10 ? 1 : (frame >> k) & 1;
+    }
+};
+
+// The host adapter's receiver: start edge, then each bit sampled in its middle.
+struct LineIn {
+    double bit = 16;
+    bool busy = false, prev = true;
+    double start = 0;
+    int k = 0;
+    uint16_t frame = 0;
+    uint64_t frame_errors = 0;
+
+    void sample(uint64_t cyc, bool line, std::vector<uint8_t>& out) {
+        if (!busy) {
+            if (prev && !line) {
+                busy = true;
+                start = cyc;
+                k = 0;
+                frame = 0;
+            }
+        } else if (cyc >= start + (k + 0.5) * bit) {
+            frame |= (uint16_t)line << k;
+            if (++k == 10) {
+                busy = false;
+                if ((frame & 1) == 0 && (frame >> 9) == 1) out.push_back((frame >> 1) & 0xFF);
+                else if (++frame_errors <= 10) fprintf(stderr, "bridge: framing error\n");
+            }
+        }
+        prev = line;
+    }
+};
+#endif
 
 static void set_nonblocking(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
@@ -167,15 +223,19 @@ int main(int argc, char** argv) {
     signal(SIGPIPE, SIG_IGN);
     int tcp_port = -1;
     bool use_pty = false;
-    double cpb = 10;    // cycles per byte
+    double cpb = 10;    // cycles per byte (streams) or per bit (PINS)
+    double skew = 0;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         if (a == "--tcp" && i + 1 < argc) tcp_port = atoi(argv[++i]);
         else if (a == "--pty") use_pty = true;
-        else if (a == "--cycles-per-byte" && i + 1 < argc) cpb = atof(argv[++i]);
+        else if ((a == "--cycles-per-byte" || a == "--cycles-per-bit") && i + 1 < argc)
+            cpb = atof(argv[++i]);
+        else if (a == "--host-skew" && i + 1 < argc) skew = atof(argv[++i]);
     }
     if ((tcp_port < 0) == !use_pty || cpb < 1) {
-        fprintf(stderr, "usage: bridge (--tcp PORT | --pty) --cycles-per-byte C\n");
+        fprintf(stderr, "usage: bridge (--tcp PORT | --pty) --cycles-per-byte C | "
+                        "--cycles-per-bit C [--host-skew S]\n");
         return 2;
     }
     top = new Vdyad_top;
@@ -188,9 +248,40 @@ int main(int argc, char** argv) {
 
     std::deque<uint8_t> rxq;
     std::vector<uint8_t> txq;
+    int since_io = 0;
+#ifdef PINS
+    LineOut line_out;
+    LineIn line_in;
+    line_out.bit = line_in.bit = cpb * (1 + skew);
+    // the design's receiver finishes a byte up to a few cycles after the host's stop bit: block
+    // only once everything has been quiet for a few bit times
+    const int settle = (int)(4 * cpb) + 8;
+    int quiet = 0;
+    uint64_t cyc = 0;
+
+    for (;;) {
+        bool calm = top->idle && rxq.empty() && !line_out.busy && !line_in.busy;
+        quiet = calm ? quiet + 1 : 0;
+        if (quiet > settle) {
+            port.send(txq);
+            port.wait(-1);
+            port.receive(rxq);
+            since_io = 0;
+            quiet = 0;
+        } else if (++since_io >= 256) {
+            since_io = 0;
+            port.send(txq);
+            port.wait(0);
+            port.receive(rxq);
+        }
+        top->rx = line_out.level(cyc, rxq);
+        tick();
+        line_in.sample(cyc, top->tx, txq);
+        cyc++;
+    }
+#else
     double rx_credit = 1, tx_credit = 1;
     const double per_cycle = 1.0 / cpb;
-    int since_io = 0;
 
     for (;;) {
         // ---- host I/O: every 256 cycles, or block while nothing can happen -------------------
@@ -226,4 +317,5 @@ int main(int argc, char** argv) {
         top->clk = 1;
         top->eval();
     }
+#endif
 }
