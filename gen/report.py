@@ -73,6 +73,7 @@ def run_tool(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) ->
         def pump():
             for line in proc.stdout:
                 lf.write(line)
+                lf.flush()                       # the log is readable while the tool runs
                 if _PHASES.match(line):
                     last[0] = line.strip()[:90]
 

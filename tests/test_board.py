@@ -1,6 +1,6 @@
 """Boards: the UART top at the pin level (Verilator bridge driving rx/tx bit by bit at 3 Mbaud
 from the ULX3S core clock), the board flow's fit checks, and one quick synthesis of a small board
-build. Bitstreams themselves (place and route: tens of minutes) are opt-in: ``-m board``."""
+build. Bitstreams themselves (place and route: hours on 2 cores) are opt-in: ``-m board``."""
 from __future__ import annotations
 
 import random
@@ -25,9 +25,10 @@ CFG = SIM_DEFAULT
 
 
 def test_pins_bridge_digits(capsys):
-    """The same end-to-end run as the stream-level bridge, through the board's UART top:
-    ``python -m host run --sim --pins``, 20 digits images, every output bit-exact."""
-    rc = host_main(["run", "--sim", "--pins", "--images", "20"])
+    """The same end-to-end run as the stream-level bridge, through the ULX3S build's UART top
+    and configuration: ``python -m host run --sim --pins --preset ulx3s-8x8``, 20 digits
+    images, every output bit-exact."""
+    rc = host_main(["run", "--sim", "--pins", "--preset", "ulx3s-8x8", "--images", "20"])
     out = capsys.readouterr().out
     print(out)
     assert rc == 0, out
@@ -74,7 +75,7 @@ def test_board_refusals(capsys):
     err = _gen_error(capsys, "--board", "icebreaker")
     assert "does not fit icebreaker (ice40-up5k)" in err
     assert all(f" of {n}" in err for n in (5280, 8, 30))          # LUT, DSP, BRAM available
-    err = _gen_error(capsys, "--board", "ulx3s-85f", "--clock-mhz", "12")
+    err = _gen_error(capsys, "--board", "ulx3s-85f", "--clock-mhz", "15")
     assert "cycles per bit; the UART needs at least 6" in err
     assert "unknown; known: ulx3s-25f" in _gen_error(capsys, "--board", "nope")
     assert "conflicts with --board ulx3s-85f" in _gen_error(capsys, "--board", "ulx3s-85f",
@@ -122,6 +123,6 @@ def test_board_synthesis_smoke(tmp_path):
 @pytest.mark.board
 @pytest.mark.parametrize("board", ["ulx3s-85f"])
 def test_board_bitstream(board, tmp_path):
-    """Opt-in (``-m board``, ~1 h on 2 cores): the board's default preset to a bitstream."""
+    """Opt-in (``-m board``, hours on 2 cores): the board's default preset to a bitstream."""
     assert gen_main(["build", "--board", board, "--out", str(tmp_path)]) == 0
     assert list(tmp_path.glob("*.bit")) or list(tmp_path.glob("*.bin"))
