@@ -16,6 +16,8 @@ is always free), so the write address simply travels beside it.
 A second job may be started while one drains (chained GEMMs): it waits in a one-deep queue
 (``free`` is low while it is occupied) and becomes active after the current job's last row; the
 fields the later stages need travel with each beat, so the switch never touches a beat in flight.
+The job's fields must be stable from the cycle before ``start`` (the controller holds its
+instruction for several): the tile-row count is a product registered from them.
 """
 from __future__ import annotations
 
@@ -68,9 +70,15 @@ class Drain(wiring.Component):
             "gemm": 1, "m": DIM_BITS, "n": DIM_BITS, "n_inner": DIM_BITS, "wide": 1,
             "residual": 1, "rm": signed(32), "re": 6, "o_base": ADDR_BITS,
             "o_stride": ADDR_BITS, "o_lane": range(V), "r_base": ADDR_BITS,
-            "r_stride": ADDR_BITS, "p_index": ADDR_BITS})
+            "r_stride": ADDR_BITS, "p_index": ADDR_BITS, "rows": DIM_BITS * 2 + 1})
         incoming = Signal(job)
-        m.d.comb += [getattr(incoming, f).eq(getattr(self, f)) for f, _ in job]
+        # rows (gemm: tile rows) of the job, registered from the fields, which the controller
+        # holds for cycles before ``start``: the product is off the start path
+        rows = Signal(DIM_BITS * 2 + 1)
+        m.d.sync += rows.eq(Mux(self.gemm, (self.n_inner * ((self.n + V - 1) >> log_v)) << log_v,
+                                self.m))
+        m.d.comb += [getattr(incoming, f).eq(getattr(self, f)) for f, _ in job if f != "rows"]
+        m.d.comb += incoming.rows.eq(rows)
         act, pending, pending_valid = Signal(job), Signal(job), Signal()
         t, blk = Signal(DIM_BITS + 1), Signal(DIM_BITS)
         o_blk, r_blk = Signal(ADDR_BITS), Signal(ADDR_BITS)
@@ -78,9 +86,8 @@ class Drain(wiring.Component):
         remaining = Signal(DIM_BITS * 2 + 1)        # rows (gemm: tile rows) still to come
 
         def activate(j):
-            rows = Mux(j.gemm, (j.n_inner * ((j.n + V - 1) >> log_v)) << log_v, j.m)
             return [act.eq(j), t.eq(0), blk.eq(0), o_blk.eq(j.o_base), r_blk.eq(j.r_base),
-                    lanes_left.eq(j.n), remaining.eq(rows)]
+                    lanes_left.eq(j.n), remaining.eq(j.rows)]
 
         # ---- stage 0: accept a beat, read its parameters and residual -------------------------
         beat = self.i.payload

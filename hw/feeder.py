@@ -217,9 +217,14 @@ class WordReader(wiring.Component):
             m.d.sync += [row_mode.eq(self.row_mode), j.eq(0), done.eq(0),
                          active.eq(0)]
             m.d.sync += loops.latch()
-        first_line = Mux(row_mode, base + loops.block, base + loops.block * stride)
-        with m.If(started):
-            m.d.sync += [line.eq(first_line), active.eq(n_words != 0), done.eq(n_words == 0)]
+        # direct mode steps ``block * stride`` by additions (no multiplier in the issue path)
+        offset = Signal(ADDR_BITS)                   # block * stride of the current tile
+        wrap = loops.inner + 1 >= loops.n_inner
+        next_offset = Mux(loops.use_outer, Mux(wrap, offset + stride, offset),
+                          Mux(wrap, 0, offset + stride))
+        with m.If(started):                          # outer = inner = 0: block 0
+            m.d.sync += [line.eq(base), offset.eq(0), active.eq(n_words != 0),
+                         done.eq(n_words == 0)]
 
         # credits: FIFO level plus the read in flight must leave room
         inflight = Signal()
@@ -237,8 +242,8 @@ class WordReader(wiring.Component):
                 with m.If(loops.final):
                     m.d.sync += [active.eq(0), done.eq(1)]
                 loops.step()
-                m.d.sync += line.eq(Mux(row_mode, base + loops.next_block,
-                                        base + loops.next_block * stride))
+                m.d.sync += [line.eq(base + Mux(row_mode, loops.next_block, next_offset)),
+                             offset.eq(next_offset)]
             with m.Else():
                 m.d.sync += [j.eq(j + 1), line.eq(line + Mux(row_mode, stride, 1))]
 

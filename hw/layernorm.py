@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
-from .pipeline import vector_layout
+from .pipeline import tree_sum, vector_layout
 from .rowbuffer import RowEmitter, load_beats
 
 __all__ = ["LayerNorm", "OUT_BITS"]
@@ -56,7 +56,8 @@ class LayerNorm(wiring.Component):
         m = Module()
         L, W = self.lanes, self.in_bits
         vb = self.var_bits
-        # 2^31 - 1 numerator; radix 4: the per-row mean, Newton and reciprocal divisions dominate short rows
+        # 2^31 - 1 numerator; radix 4: the per-row mean, Newton and reciprocal divisions
+        # dominate short rows
         m.submodules.div = div = SequentialDivider(max(vb, 31), vb, bits_per_cycle=2)
         m.submodules.sqrt = sqrt = SequentialSqrt(vb)
         m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * W), depth=self.depth,
@@ -82,25 +83,33 @@ class LayerNorm(wiring.Component):
             return [word[n * W:(n + 1) * W].as_signed() for n in range(L)]
 
         # ---- load: row buffer, running sum, element count ------------------------------------
-        beat_sum = 0
-        for n in range(L):
-            beat_sum = beat_sum + Mux(n < self.i.payload.count, self.i.payload.data[n], 0)
+        beat_sum = tree_sum(Mux(n < self.i.payload.count, self.i.payload.data[n], 0)
+                            for n in range(L))
 
-        # ---- variance pipeline: read -> y^2 (registered) -> accumulate -------------------------
+        # ---- variance pipeline: read -> register -> y -> y^2 -> beat sum -> accumulate ---------
         rd_valid, rd_last = Signal(), Signal()
-        sq_valid, sq_last = Signal(), Signal()
-        sq = [Signal(2 * (W + 1), name=f"sq{n}") for n in range(L)]
-        ys = [x - mean for x in lanes_of(row_r.data)]
-        cnt_rd = Mux(rd_last, last_count, L)
-        m.d.sync += [sq_valid.eq(rd_valid), sq_last.eq(rd_last)]
-        m.d.sync += [sq[n].eq(Mux(n < cnt_rd, ys[n] * ys[n], 0)) for n in range(L)]
-        sq_sum = 0
-        for n in range(L):
-            sq_sum = sq_sum + sq[n]
+        flags = [(rd_valid, rd_last)]
+        for stage in range(4):
+            flags.append((Signal(name=f"var_valid{stage}"), Signal(name=f"var_last{stage}")))
+            m.d.sync += [flags[-1][0].eq(flags[-2][0]), flags[-1][1].eq(flags[-2][1])]
 
-        # ---- output: held registered beats from the replayed row ---------------------------------
-        out = RowEmitter(m, self.o, row_r, ptr, beats, last_count, L)
-        outs = [((y * f) >> 1)[:OUT_BITS] for y in ys]
+        def regs(values, name):
+            out = [Signal(v.shape(), name=f"{name}{n}") for n, v in enumerate(values)]
+            m.d.sync += [r.eq(v) for r, v in zip(out, values)]
+            return out
+
+        xs = regs(lanes_of(row_r.data), "var_x")
+        ys = regs([x - mean for x in xs], "var_y")
+        cnt_y = Mux(flags[2][1], last_count, L)
+        sq = regs([Mux(n < cnt_y, y * y, 0) for n, y in enumerate(ys)], "sq")
+        sq_sum = Signal(self.var_bits, name="sq_sum")
+        m.d.sync += sq_sum.eq(tree_sum(sq))
+        sq_valid, sq_last = flags[4]
+
+        # ---- output: the replayed row through (x - mean) * f >> 1 -----------------------------
+        out = RowEmitter(m, self.o, row_r, ptr, beats, last_count, L, [
+            lanes_of, lambda xs: [x - mean for x in xs],
+            lambda ys: [((y * f) >> 1)[:OUT_BITS] for y in ys]])
 
         def divide(state, num, den, on_result, then):
             """Two states: hand ``num // den`` to the shared divider, then take the result."""
@@ -165,12 +174,9 @@ class LayerNorm(wiring.Component):
                     with m.If(steps == IVIT_NEWTON_STEPS):
                         m.next = "RECIP"
             divide("RECIP", (1 << 31) - 1, Mux(k == 0, 1, k), [f.eq(div.o.payload), ptr.eq(0)],
-                   "PRIME")
-            with m.State("PRIME"):
-                out.prime()
-                m.next = "OUT"
+                   "OUT")
             with m.State("OUT"):
-                with m.If(out.emit(outs)):
+                with m.If(out.run()):
                     m.d.sync += [total.eq(0), n_elems.eq(0)]
                     m.next = "LOAD"
         return m

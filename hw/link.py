@@ -191,7 +191,7 @@ class Link(wiring.Component):
             m.d.sync += timer.eq(timer + 1)
 
         # ---- executor ----------------------------------------------------------------------------
-        word = Signal(header_layout)        # the request's header word (valid in CHECK)
+        word = Signal(header_layout)        # the request's header word (registered)
         cmd = Signal(HostCmd)               # its command, kept
         session = Signal()                  # a HELLO has set the tag sequence
         last_tag = Signal(8)
@@ -209,9 +209,11 @@ class Link(wiring.Component):
         bidx = Signal(2)
         left = Signal(16)
 
-        # what the header word implies: request payload bytes, reply payload bytes
-        req_len = Signal(32)
-        rep_len = Signal(32)
+        # what the header word implies: request payload bytes, reply payload bytes (registered:
+        # valid in CHECK)
+        req_next, rep_next = Signal(32), Signal(32)
+        req_len, rep_len = Signal(32), Signal(32)
+        m.d.sync += [req_len.eq(req_next), rep_len.eq(rep_next)]
         with m.Switch(word.cmd):
             with m.Case(HostCmd.WRITE, HostCmd.READ):
                 with m.Switch(word.target):
@@ -219,15 +221,15 @@ class Link(wiring.Component):
                         with m.Case(t):
                             data_bytes = _times(word.count, 4 * self.entry_words[t])
                             with m.If(word.cmd == HostCmd.WRITE):
-                                m.d.comb += req_len.eq(8 + data_bytes)
+                                m.d.comb += req_next.eq(8 + data_bytes)
                             with m.Else():
-                                m.d.comb += [req_len.eq(8), rep_len.eq(data_bytes)]
+                                m.d.comb += [req_next.eq(8), rep_next.eq(data_bytes)]
             with m.Case(HostCmd.HELLO):
-                m.d.comb += [req_len.eq(8), rep_len.eq(4 * self.hello_words)]
+                m.d.comb += [req_next.eq(8), rep_next.eq(4 * self.hello_words)]
             with m.Case(HostCmd.RUN):
-                m.d.comb += [req_len.eq(8), rep_len.eq(4)]
+                m.d.comb += [req_next.eq(8), rep_next.eq(4)]
             with m.Case(HostCmd.STATUS):
-                m.d.comb += [req_len.eq(8), rep_len.eq(4 * self.status_words)]
+                m.d.comb += [req_next.eq(8), rep_next.eq(4 * self.status_words)]
 
         def nak(reason):
             m.d.sync += [kind.eq(Reply.NAK), reply_len.eq(2), from_host.eq(0),
@@ -243,7 +245,8 @@ class Link(wiring.Component):
                 m.d.comb += release.eq(1)
                 m.next = "SEND_HEAD"
 
-        m.d.comb += [rd.addr.eq(feed), word.eq(rd.data)]
+        m.d.comb += rd.addr.eq(feed)
+        m.d.sync += word.eq(rd.data)
         with m.FSM(name="exec") as ex_fsm:
             with m.State("IDLE"):
                 m.d.sync += [feed.eq(0), rtag.eq(hdr.tag), rlen.eq(hdr.length)]
@@ -254,7 +257,11 @@ class Link(wiring.Component):
                         nak(Nak.LENGTH)
                     with m.Else():
                         m.next = "HEADER"
-            with m.State("HEADER"):
+            with m.State("HEADER"):             # the header word's address is on the read port
+                m.next = "WORD"
+            with m.State("WORD"):               # ... its data on the read port
+                m.next = "DECODE"
+            with m.State("DECODE"):             # ... in `word`; the lengths it implies follow
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += cmd.eq(word.cmd)

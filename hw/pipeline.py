@@ -9,7 +9,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 
-__all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "masked_max"]
+__all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "masked_max", "tree_sum"]
 
 
 def wire(m: Module, value, name: str):
@@ -22,11 +22,25 @@ def wire(m: Module, value, name: str):
 
 
 def masked_max(m: Module, start, values, count, name: str):
-    """Running maximum of ``start`` and the first ``count`` of ``values`` (one signal per step)."""
-    best = start
-    for n, v in enumerate(values):
-        best = wire(m, Mux((n < count) & (v > best), v, best), f"{name}{n}")
-    return best
+    """Maximum of ``start`` and the first ``count`` of ``values``, as a balanced tree of
+    comparisons (depth ``ceil(log2(n + 1))``; one signal per node)."""
+    level = [start] + [Mux(n < count, v, start) for n, v in enumerate(values)]
+    depth = 0
+    while len(level) > 1:
+        level = [wire(m, Mux(level[k + 1] > level[k], level[k + 1], level[k]),
+                      f"{name}{depth}_{k // 2}") if k + 1 < len(level) else level[k]
+                 for k in range(0, len(level), 2)]
+        depth += 1
+    return level[0]
+
+
+def tree_sum(values):
+    """The sum of ``values`` as a balanced adder tree (depth ``ceil(log2 n)``, not ``n``)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[k] + values[k + 1] if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
 
 
 def count_shape(lanes: int):

@@ -34,40 +34,48 @@ def load_beats(m: Module, i, write_port, ptr, depth: int, error, beats, last_cou
 
 
 class RowEmitter:
-    """Streams a buffered row out on ``o`` one registered beat at a time.
+    """Replays a buffered row on ``o`` through a stallable pipeline: the buffer's synchronous
+    read is stage 1, then one registered stage per function of ``steps`` (each maps the list of
+    per-lane values to the next; the first gets the read word). Every stage, the read port and
+    the framing (``last``, ``count``) advance on one enable, ``~o.valid | o.ready``, so the
+    output holds through any back-pressure and a full row streams at one beat per cycle.
 
-    Call :meth:`prime` in the state before (it reads beat 0), then :meth:`emit` as the body of
-    the output state: each time the held beat is free or taken, the next beat's ``values``
-    (per-lane expressions of the read port's data) are registered and the next word is read. The
-    read port is enabled only when the output advances, so its data stays aligned through any
-    back-pressure. ``emit`` returns a signal that is high once the whole row has been taken.
-    """
+    The caller addresses the read port with ``ptr`` (zero when the output state is entered) and
+    calls :meth:`run` as the body of that state; :meth:`run` returns a signal that is high when
+    the row's last beat is taken (``ptr`` is then cleared)."""
 
-    def __init__(self, m: Module, o, read_port, ptr, beats, last_count, lanes: int):
-        self.m, self.o, self.read_port = m, o, read_port
-        self.ptr, self.beats, self.last_count, self.lanes = ptr, beats, last_count, lanes
-        self.valid, self.last = Signal(name="out_valid"), Signal(name="out_last")
-        self.count = Signal.like(o.payload.count, name="out_count")
-        self.data = [Signal.like(o.payload.data[n], name=f"out_data{n}") for n in range(lanes)]
-        m.d.comb += [o.valid.eq(self.valid), o.payload.last.eq(self.last),
-                     o.payload.count.eq(self.count)]
-        m.d.comb += [o.payload.data[n].eq(self.data[n]) for n in range(lanes)]
+    def __init__(self, m: Module, o, read_port, ptr, beats, last_count, lanes: int, steps,
+                 name: str = "out"):
+        self.m, self.o, self.read_port, self.ptr, self.beats = m, o, read_port, ptr, beats
+        self.en, self.go = Signal(name=f"{name}_en"), Signal(name=f"{name}_go")
+        issue = Signal(name=f"{name}_issue")
+        m.d.comb += [self.en.eq(~o.valid | o.ready),
+                     issue.eq(self.go & self.en & (ptr < beats))]
+        is_last = ptr == beats - 1
+        framing = [(issue, Mux(is_last, last_count, lanes), is_last)]     # valid, count, last
+        values = read_port.data
+        for k, step in enumerate(steps):
+            values = [self._reg(v, f"{name}_s{k}_{n}") for n, v in enumerate(step(values))]
+        for k in range(len(steps) + 1):                 # the read, then each step
+            framing.append(tuple(self._reg(v, f"{name}_{f}{k}")
+                                 for v, f in zip(framing[-1], ("valid", "count", "last"))))
+        valid, count, last = framing[-1]
+        m.d.comb += [o.valid.eq(valid), o.payload.count.eq(count), o.payload.last.eq(last)]
+        m.d.comb += [o.payload.data[n].eq(v) for n, v in enumerate(values)]
+        with m.If(issue):
+            m.d.sync += ptr.eq(ptr + 1)
 
-    def prime(self):
-        m = self.m
-        m.d.comb += self.read_port.en.eq(1)            # beat 0 appears next cycle
-        m.d.sync += self.ptr.eq(1)
+    def _reg(self, value, name):
+        r = Signal.like(value, name=name) if isinstance(value, Signal) else Signal(
+            value.shape(), name=name)
+        with self.m.If(self.en):
+            self.m.d.sync += r.eq(value)
+        return r
 
-    def emit(self, values):
-        m, ptr, done = self.m, self.ptr, Signal()
-        with m.If(~self.valid | self.o.ready):
-            m.d.comb += self.read_port.en.eq(1)
-            with m.If(ptr <= self.beats):
-                is_last = ptr == self.beats
-                m.d.sync += [self.valid.eq(1), self.last.eq(is_last), ptr.eq(ptr + 1),
-                             self.count.eq(Mux(is_last, self.last_count, self.lanes))]
-                m.d.sync += [d.eq(v) for d, v in zip(self.data, values)]
-            with m.Else():
-                m.d.sync += [self.valid.eq(0), ptr.eq(0)]
-                m.d.comb += done.eq(1)
+    def run(self):
+        m, done = self.m, Signal()
+        m.d.comb += [self.go.eq(1), self.read_port.en.eq(self.en)]
+        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+            m.d.comb += done.eq(1)
+            m.d.sync += self.ptr.eq(0)
         return done

@@ -26,8 +26,9 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
-from .pipeline import masked_max, vector_layout
+from .pipeline import masked_max, tree_sum, vector_layout
 from .rowbuffer import RowEmitter, load_beats
+from .shiftexp import STAGES as shift_exp_stages
 from .shiftexp import shift_exp
 
 __all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"]
@@ -35,7 +36,7 @@ __all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"
 IVIT_N = 15
 DYAD_FRAC = 12          # gen.intops.EXP2_FRAC_BITS
 DYAD_GUARD = 16         # gen.intops.EXP2_GUARD
-EXP_LATENCY = 5         # read -> exponential result, cycles
+EXP_LATENCY = 7         # read -> exponential result, cycles
 
 
 def params_layout(mode: str) -> data.StructLayout:
@@ -91,8 +92,9 @@ class Shiftmax(wiring.Component):
             m.d.sync += r.eq(v)
             return r
 
+        xr = reg(x, "xr")                             # the buffer read, registered
         if self.mode == "dyad":
-            v = reg((x * prm.mul) >> prm.mul_shift, "v")
+            v = reg(reg(xr * prm.mul, "xm") >> prm.mul_shift, "v")
             octave = reg(-(v >> DYAD_FRAC), "oct")
             t = reg(v[:DYAD_FRAC], "t")
             u = reg((prm.c2 * t) >> DYAD_FRAC, "u")
@@ -101,8 +103,11 @@ class Shiftmax(wiring.Component):
             octave3 = reg(octave2, "oct3")
             P = prm.c0 + w
             return reg(Mux(octave3 > DYAD_GUARD, 0, P >> octave3[:5]), "e")
-        # ivit: four shift-exponential stages and one more to match the dyad latency
-        return reg(shift_exp(m, reg, x, prm.x0, IVIT_N, f"sx{n}"), "e_ivit")
+        # ivit: the four shift-exponential stages, then registers to match the dyad latency
+        e = shift_exp(m, reg, xr, prm.x0, IVIT_N, f"sx{n}")
+        for k in range(EXP_LATENCY - 1 - shift_exp_stages):
+            e = reg(e, f"e_ivit{k}")
+        return e
 
     def elaborate(self, platform):
         m = Module()
@@ -147,9 +152,10 @@ class Shiftmax(wiring.Component):
             m.d.sync += nxt.eq(tag)
             tag = nxt
         cnt_here = Mux(tag.lastbeat, last_count, L)
-        esum = 0
-        for n in range(L):
-            esum = esum + Mux(n < cnt_here, es[n], 0)
+        esum = Signal(self.sum_bits)                     # the beat's sum, one cycle later
+        m.d.sync += esum.eq(tree_sum([Mux(n < cnt_here, es[n], 0) for n in range(L)]))
+        sum_tag = Signal(tags)
+        m.d.sync += sum_tag.eq(tag)
         m.d.comb += [e_w.addr.eq(tag.addr), e_w.data.eq(Cat(*[e[:self.e_bits] for e in es])),
                      e_w.en.eq(tag.valid)]
 
@@ -162,19 +168,20 @@ class Shiftmax(wiring.Component):
         m.d.comb += [e_r.addr.eq(ptr), e_r.en.eq(0)]   # read ports default to enabled
         limit = Signal(16)
         m.d.comb += limit.eq((1 << (prm.out_bits - 1)[:5]) - 1)
-        outs = []
         # f = (2^M - 1) // sum with sum >= e(x = 0) = c0 >= 2^(guard - 1): f < 2^(M - guard + 1)
         f_bits = self.num_bits if self.mode == "ivit" else self.num_bits - DYAD_GUARD + 1
-        for n in range(L):
-            e = e_r.data[n * self.e_bits:(n + 1) * self.e_bits]
-            prod = e * f[:f_bits]
-            if self.mode == "ivit":
-                pv = prod >> shift
-            else:
-                rounded = ((prod >> (shift - 1)[:7]) + 1) >> 1
-                pv = Mux(rounded > limit, limit, rounded)
-            outs.append(pv[:16])
-        out = RowEmitter(m, self.o, e_r, ptr, beats, last_count, L)
+
+        def products(word):
+            return [word[n * self.e_bits:(n + 1) * self.e_bits] * f[:f_bits] for n in range(L)]
+
+        if self.mode == "ivit":
+            steps = [products, lambda ps: [(p >> shift)[:16] for p in ps]]
+        else:
+            steps = [products,
+                     lambda ps: [p >> (shift - 1)[:7] for p in ps],
+                     lambda hs: [(h + 1) >> 1 for h in hs],
+                     lambda rs: [Mux(r > limit, limit, r)[:16] for r in rs]]
+        out = RowEmitter(m, self.o, e_r, ptr, beats, last_count, L, steps)
 
         with m.FSM():
             with m.State("LOAD"):
@@ -188,9 +195,9 @@ class Shiftmax(wiring.Component):
                     m.d.sync += [ptr.eq(ptr + 1), rd_valid.eq(1), rd_addr.eq(ptr)]
                 with m.Else():
                     m.d.sync += rd_valid.eq(0)
-                with m.If(tag.valid):
+                with m.If(sum_tag.valid):
                     m.d.sync += total.eq(total + esum)
-                    with m.If(tag.lastbeat):
+                    with m.If(sum_tag.lastbeat):
                         m.next = "DIV"
             with m.State("DIV"):
                 den = total
@@ -207,12 +214,9 @@ class Shiftmax(wiring.Component):
                 m.d.comb += div.o.ready.eq(1)
                 with m.If(div.o.valid):
                     m.d.sync += [f.eq(div.o.payload), ptr.eq(0)]
-                    m.next = "READ"
-            with m.State("READ"):
-                out.prime()
-                m.next = "OUT"
+                    m.next = "OUT"
             with m.State("OUT"):
-                with m.If(out.emit(outs)):
+                with m.If(out.run()):
                     m.d.sync += rmax.eq(-(1 << (self.in_bits - 1)))
                     m.next = "LOAD"
         return m
