@@ -271,7 +271,11 @@ class LinkedAccelerator(wiring.Component):
         connect(m, wiring.flipped(self.rx), link.rx)
         connect(m, link.tx, wiring.flipped(self.tx))
         connect(m, link.i, core.i)
-        connect(m, core.o, link.o)
+        # reply words through a small FIFO: the host interface's wide shift register then
+        # advances on a registered ready, not on the link's transmit handshake
+        m.submodules.reply_fifo = reply_fifo = fifo.SyncFIFOBuffered(width=32, depth=2)
+        connect(m, core.o, reply_fifo.w_stream)
+        connect(m, reply_fifo.r_stream, link.o)
         m.d.comb += [link.host_idle.eq(core.idle), self.idle.eq(link.idle),
                      self.error.eq(core.error)]
         return m
