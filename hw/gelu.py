@@ -24,7 +24,7 @@ SEGMENTS = 16
 COEF_BITS = 24
 GUARD = 4
 MAX_FRAC_BITS = 16
-LATENCY = 8
+LATENCY = 10
 
 
 def params_layout() -> data.StructLayout:
@@ -59,19 +59,18 @@ class GeluUnit(wiring.Component):
         shift = prm.seg_shift
         for n in range(self.lanes):
             q = self.i.payload.data[n]
-            a = Mux(q < 0, -q, q).as_unsigned()[:self.in_bits]
-            seg = a >> shift
-            inside = seg < prm.segments
+            # s1 magnitude, s2 segment and offset (the barrel shift), s3 coefficient lookup
+            a = p.stage(Mux(q < 0, -q, q).as_unsigned()[:self.in_bits], f"a{n}")
+            relu = p.delay(Mux(q > 0, q, 0), 3, f"relu{n}")
+            seg = p.stage(a >> shift, f"seg{n}")
+            t = p.delay((a & ((1 << shift) - 1))[:self.in_bits], 2, f"t{n}")
             idx = seg[:4]
-            # s1: segment lookup and offset
-            t = p.stage((a & ((1 << shift) - 1))[:self.in_bits], f"t{n}")
             c0 = p.stage(c0s[idx], f"c0_{n}")
             c1 = p.stage(c1s[idx], f"c1_{n}")
             c2 = p.stage(c2s[idx], f"c2_{n}")
-            ins = p.stage(inside, f"inside{n}")
-            relu = p.stage(Mux(q > 0, q, 0), f"relu{n}")
-            # one operation per stage: s2 c2*t, s3 >> s, s4 + c1, s5 *t, s6 >> s,
-            # s7 + c0 and round off the guard bits, s8 y = (relu << frac_bits) - g
+            ins = p.stage(seg < prm.segments, f"inside{n}")
+            # one operation per stage: s4 c2*t, s5 >> s, s6 + c1, s7 *t, s8 >> s,
+            # s9 + c0 and round off the guard bits, s10 y = (relu << frac_bits) - g
             pu = p.stage(c2 * t, f"pu{n}")
             u = p.stage(pu >> shift, f"u{n}")
             t3, c1d = p.delay(t, 2, f"t3_{n}"), p.delay(c1, 2, f"c1d{n}")

@@ -171,13 +171,15 @@ class Shiftmax(wiring.Component):
         # f = (2^M - 1) // sum with sum >= e(x = 0) = c0 >= 2^(guard - 1): f < 2^(M - guard + 1)
         f_bits = self.num_bits if self.mode == "ivit" else self.num_bits - DYAD_GUARD + 1
 
-        def products(word):
-            return [word[n * self.e_bits:(n + 1) * self.e_bits] * f[:f_bits] for n in range(L)]
+        def products(held):                        # held: [the registered word]
+            return [held[0][n * self.e_bits:(n + 1) * self.e_bits] * f[:f_bits]
+                    for n in range(L)]
 
+        read = [lambda word: [word]]                 # the block RAM's output, registered
         if self.mode == "ivit":
-            steps = [products, lambda ps: [(p >> shift)[:16] for p in ps]]
+            steps = [*read, products, lambda ps: [(p >> shift)[:16] for p in ps]]
         else:
-            steps = [products,
+            steps = [*read, products,
                      lambda ps: [p >> (shift - 1)[:7] for p in ps],
                      lambda hs: [(h + 1) >> 1 for h in hs],
                      lambda rs: [Mux(r > limit, limit, r)[:16] for r in rs]]
