@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -129,8 +129,16 @@ class Shiftmax(wiring.Component):
         f = Signal(self.num_bits)
 
         # ---- phase 1: load --------------------------------------------------------------------
-        beat_max = masked_max(m, rmax, [self.i.payload.data[n] for n in range(L)],
-                              self.i.payload.count, "beat_max")
+        # each beat's maximum is registered, then folded into the row's a cycle later (off the
+        # accept path); the last beat's fold lands before the first exp read returns
+        lowest = Const(-(1 << (self.in_bits - 1)), signed(self.in_bits))
+        beat_max = Signal(signed(self.in_bits))
+        beat_seen = Signal()
+        m.d.sync += beat_seen.eq(0)
+        with m.If(beat_seen & (beat_max > rmax)):
+            m.d.sync += rmax.eq(beat_max)
+        this_beat = masked_max(m, lowest, [self.i.payload.data[n] for n in range(L)],
+                               self.i.payload.count, "beat_max")
 
         # ---- phase 2 pipeline: read -> exp -> accumulate/store -------------------------------
         rd_valid = Signal()                              # a read issued last cycle
@@ -188,7 +196,8 @@ class Shiftmax(wiring.Component):
         with m.FSM():
             with m.State("LOAD"):
                 with m.If(load_beats(m, self.i, row_w, ptr, self.depth, self.error, beats,
-                                     last_count, [rmax.eq(beat_max)])):
+                                     last_count, [beat_max.eq(this_beat),
+                                                  beat_seen.eq(1)])):
                     m.d.sync += [ptr.eq(0), total.eq(0)]
                     m.next = "EXP"
             with m.State("EXP"):
