@@ -1,8 +1,10 @@
-"""Row loading shared by the row units (Shiftmax, ShiftGELU, LayerNorm).
+"""Row loading and replay shared by the row units (Shiftmax, ShiftGELU, LayerNorm).
 
 A row arrives as beats (``count`` valid lanes, ``last`` on the final one) and is written into a
 one-beat-per-word buffer. Rows longer than the buffer set the unit's sticky ``error`` and their
 excess beats are dropped, so a bad row can never overrun the memory or hang the unit.
+:class:`RowEmitter` replays a buffered row through the unit's output arithmetic as a stallable
+pipeline.
 """
 from __future__ import annotations
 
