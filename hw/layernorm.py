@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
-from .pipeline import tree_sum, vector_layout
+from .pipeline import register, tree_sum, vector_layout
 from .rowbuffer import RowEmitter, load_beats
 
 __all__ = ["LayerNorm", "OUT_BITS"]
@@ -90,13 +90,12 @@ class LayerNorm(wiring.Component):
         rd_valid, rd_last = Signal(), Signal()
         flags = [(rd_valid, rd_last)]
         for stage in range(4):
-            flags.append((Signal(name=f"var_valid{stage}"), Signal(name=f"var_last{stage}")))
-            m.d.sync += [flags[-1][0].eq(flags[-2][0]), flags[-1][1].eq(flags[-2][1])]
+            valid, last = flags[-1]
+            flags.append((register(m, valid, f"var_valid{stage}"),
+                          register(m, last, f"var_last{stage}")))
 
         def regs(values, name):
-            out = [Signal(v.shape(), name=f"{name}{n}") for n, v in enumerate(values)]
-            m.d.sync += [r.eq(v) for r, v in zip(out, values)]
-            return out
+            return [register(m, v, f"{name}{n}") for n, v in enumerate(values)]
 
         xs = regs(lanes_of(row_r.data), "var_x")
         ys = regs([x - mean for x in xs], "var_y")
@@ -108,7 +107,7 @@ class LayerNorm(wiring.Component):
 
         # ---- output: the replayed row through (x - mean) * f >> 1 -----------------------------
         out = RowEmitter(m, self.o, row_r, ptr, beats, last_count, L, [
-            lanes_of, lambda xs: [x - mean for x in xs],
+            lambda word: [x - mean for x in lanes_of(word)],
             lambda ys: [((y * f) >> 1)[:OUT_BITS] for y in ys]])
 
         def divide(state, num, den, on_result, then):

@@ -9,7 +9,8 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 
-__all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "masked_max", "tree_sum"]
+__all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "masked_max",
+           "tree_sum"]
 
 
 def wire(m: Module, value, name: str):
@@ -19,6 +20,14 @@ def wire(m: Module, value, name: str):
     sig = Signal(value.shape(), name=name)
     m.d.comb += sig.eq(value)
     return sig
+
+
+def register(m: Module, value, name: str):
+    """``value`` one cycle later, in a free-running register (no enable: for datapaths that never
+    stall)."""
+    reg = Signal(value.shape(), name=name)
+    m.d.sync += reg.eq(value)
+    return reg
 
 
 def masked_max(m: Module, start, values, count, name: str):

@@ -37,8 +37,9 @@ def load_beats(m: Module, i, write_port, ptr, depth: int, error, beats, last_cou
 
 class RowEmitter:
     """Replays a buffered row on ``o`` through a stallable pipeline: the buffer's synchronous
-    read is stage 1, then one registered stage per function of ``steps`` (each maps the list of
-    per-lane values to the next; the first gets the read word). Every stage, the read port and
+    read is stage 1, its word registered stage 2 (no block-RAM output drives arithmetic), then
+    one registered stage per function of ``steps`` (each maps the list of per-lane values to the
+    next; the first gets the registered word). Every stage, the read port and
     the framing (``last``, ``count``) advance on one enable, ``~o.valid | o.ready``, so the
     output holds through any back-pressure and a full row streams at one beat per cycle.
 
@@ -55,10 +56,10 @@ class RowEmitter:
                      issue.eq(self.go & self.en & (ptr < beats))]
         is_last = ptr == beats - 1
         framing = [(issue, Mux(is_last, last_count, lanes), is_last)]     # valid, count, last
-        values = read_port.data
+        values = self._reg(read_port.data, f"{name}_word")
         for k, step in enumerate(steps):
             values = [self._reg(v, f"{name}_s{k}_{n}") for n, v in enumerate(step(values))]
-        for k in range(len(steps) + 1):                 # the read, then each step
+        for k in range(len(steps) + 2):                 # the read, its register, each step
             framing.append(tuple(self._reg(v, f"{name}_{f}{k}")
                                  for v, f in zip(framing[-1], ("valid", "count", "last"))))
         valid, count, last = framing[-1]
@@ -68,8 +69,7 @@ class RowEmitter:
             m.d.sync += ptr.eq(ptr + 1)
 
     def _reg(self, value, name):
-        r = Signal.like(value, name=name) if isinstance(value, Signal) else Signal(
-            value.shape(), name=name)
+        r = Signal(value.shape(), name=name)
         with self.m.If(self.en):
             self.m.d.sync += r.eq(value)
         return r

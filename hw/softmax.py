@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
-from .pipeline import masked_max, tree_sum, vector_layout
+from .pipeline import masked_max, register, tree_sum, vector_layout
 from .rowbuffer import RowEmitter, load_beats
 from .shiftexp import STAGES as shift_exp_stages
 from .shiftexp import shift_exp
@@ -88,9 +88,7 @@ class Shiftmax(wiring.Component):
         prm = self.params
 
         def reg(v, name):
-            r = Signal(v.shape(), name=f"{name}_{n}")
-            m.d.sync += r.eq(v)
-            return r
+            return register(m, v, f"{name}_{n}")
 
         xr = reg(x, "xr")                             # the buffer read, registered
         if self.mode == "dyad":
@@ -179,15 +177,13 @@ class Shiftmax(wiring.Component):
         # f = (2^M - 1) // sum with sum >= e(x = 0) = c0 >= 2^(guard - 1): f < 2^(M - guard + 1)
         f_bits = self.num_bits if self.mode == "ivit" else self.num_bits - DYAD_GUARD + 1
 
-        def products(held):                        # held: [the registered word]
-            return [held[0][n * self.e_bits:(n + 1) * self.e_bits] * f[:f_bits]
-                    for n in range(L)]
+        def products(word):
+            return [word[n * self.e_bits:(n + 1) * self.e_bits] * f[:f_bits] for n in range(L)]
 
-        read = [lambda word: [word]]                 # the block RAM's output, registered
         if self.mode == "ivit":
-            steps = [*read, products, lambda ps: [(p >> shift)[:16] for p in ps]]
+            steps = [products, lambda ps: [(p >> shift)[:16] for p in ps]]
         else:
-            steps = [*read, products,
+            steps = [products,
                      lambda ps: [p >> (shift - 1)[:7] for p in ps],
                      lambda hs: [(h + 1) >> 1 for h in hs],
                      lambda rs: [Mux(r > limit, limit, r)[:16] for r in rs]]
