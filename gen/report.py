@@ -99,6 +99,19 @@ def run_tool(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) ->
     return time.perf_counter() - t0
 
 
+def run_yosys(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) -> float:
+    """:func:`run_tool` for yosys. YoWASP's ABC9 has been seen to exit 1 silently (nothing after
+    "Running ABC command") on a design it maps on the next run: that one case is retried once."""
+    try:
+        return run_tool(cmd, cwd, label, logfile, log)
+    except ToolError:
+        lines = [ln for ln in Path(logfile).read_text().splitlines() if ln.strip()]
+        if not lines or not lines[-1].startswith("Running ABC command"):
+            raise
+        log(f"  {label} stopped inside ABC9 without an error message; retrying once")
+        return run_tool(cmd, cwd, label, logfile, log)
+
+
 def synthesize(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *,
                log=print) -> tuple[float, dict]:
     """yosys on ``<top>.v`` in ``build_dir``: writes ``<top>.netlist.json``; returns the seconds
@@ -106,7 +119,7 @@ def synthesize(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *,
     build_dir = Path(build_dir)
     synth_cmd = "synth_ecp5" if cfg.dev.family == "ecp5" else "synth_ice40 -dsp"
     log(f"  {unit}: yosys {synth_cmd.split()[0]} ...")
-    seconds = run_tool([_tool("yosys"), "-p",
+    seconds = run_yosys([_tool("yosys"), "-p",
                         f"read_verilog {top}.v; {synth_cmd} -top {top} -json {top}.netlist.json; "
                         f"tee -q -o {top}.stat.txt stat"],
                        build_dir, f"{unit} yosys", build_dir / f"{top}.yosys.out", log)
