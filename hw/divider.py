@@ -2,8 +2,11 @@
 shared by a unit's row reciprocals.
 
 ``quot = num // den`` for unsigned ``num`` (``num_bits``) and ``den`` (``den_bits``), exactly
-``ceil(num_bits / bits_per_cycle)`` cycles after the operands are accepted (plus one to present the
-result). One division at a time: ``i.ready`` is low while busy or while a result waits on ``o``.
+``ceil(quotient_bits / bits_per_cycle)`` cycles after the operands are accepted (plus one to
+present the result). ``quotient_bits`` (default ``num_bits``) is a bound the caller guarantees,
+``quot < 2^quotient_bits``: the leading quotient bits are then known zeros and are skipped (the
+remainder starts as the numerator's top bits). One division at a time: ``i.ready`` is low while
+busy or while a result waits on ``o``.
 ``den = 0`` gives all ones (callers never divide by zero; the value is defined so a fault cannot
 hang). Radix 4 chains two compare-subtracts per cycle: half the latency for a longer path.
 """
@@ -21,24 +24,34 @@ __all__ = ["SequentialDivider"]
 class SequentialDivider(wiring.Component):
     """Members: ``i`` (stream of ``{num, den}``), ``o`` (stream of the quotient)."""
 
-    def __init__(self, num_bits: int, den_bits: int, bits_per_cycle: int = 1):
+    def __init__(self, num_bits: int, den_bits: int, bits_per_cycle: int = 1,
+                 quotient_bits: int | None = None):
+        quotient_bits = num_bits if quotient_bits is None else quotient_bits
         with validating(self):
-            for name, v in (("num_bits", num_bits), ("den_bits", den_bits)):
+            for name, v in (("num_bits", num_bits), ("den_bits", den_bits),
+                            ("quotient_bits", quotient_bits)):
                 if not isinstance(v, int) or not 1 <= v <= 64:
                     raise ValueError(f"{name} must be an integer in [1, 64], not {v!r}")
             if bits_per_cycle not in (1, 2):
                 raise ValueError(f"bits_per_cycle must be 1 or 2, not {bits_per_cycle!r}")
         self.num_bits, self.den_bits, self.bits_per_cycle = num_bits, den_bits, bits_per_cycle
+        self.quotient_bits = min(quotient_bits, num_bits)
+        self.latency = self.cycles(self.quotient_bits, bits_per_cycle)
         layout = data.StructLayout({"num": unsigned(num_bits), "den": unsigned(den_bits)})
         super().__init__({"i": In(stream.Signature(layout)),
                           "o": Out(stream.Signature(unsigned(num_bits)))})
 
+    @staticmethod
+    def cycles(quotient_bits: int, bits_per_cycle: int) -> int:
+        """Cycles from operands accepted to the quotient offered."""
+        return -(-quotient_bits // bits_per_cycle) + 1
+
     def elaborate(self, platform):
         m = Module()
         k = self.bits_per_cycle
-        steps = -(-self.num_bits // k)
-        nb = steps * k                           # numerator zero-extended to whole steps
-        num = Signal(nb)
+        steps = -(-self.quotient_bits // k)
+        nb = steps * k                           # quotient bits computed, in whole steps
+        num = Signal(nb)                         # the numerator's low nb bits, shifted out
         den = Signal(self.den_bits)
         rem = Signal(self.den_bits + 1)
         quot = Signal(nb)
@@ -49,7 +62,9 @@ class SequentialDivider(wiring.Component):
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [num.eq(self.i.payload.num), den.eq(self.i.payload.den), rem.eq(0),
+            # quot < 2^nb: the numerator's bits above nb leave a remainder below den
+            m.d.sync += [num.eq(self.i.payload.num[:nb]), den.eq(self.i.payload.den),
+                         rem.eq(self.i.payload.num >> nb),
                          count.eq(steps), busy.eq(1)]
         with m.If(busy):
             r, q = rem, quot

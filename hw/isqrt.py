@@ -1,7 +1,8 @@
 """Exact integer square root, digit by digit: ``floor(sqrt(n))`` for unsigned ``n`` of ``bits``
 bits.
 
-One result bit per cycle (``ceil(bits / 2)`` cycles), no divider, no multiplier: the ``dyad`` root
+``bits_per_cycle`` result bits per cycle (1, or 2 chaining two steps: ``ceil(bits / 4)`` cycles),
+no divider, no multiplier: the ``dyad`` root
 of :func:`gen.intops.isqrt` (chosen over a stopping Newton iteration because it needs only a
 ``bits``-wide subtractor and its latency is fixed). One root at a time.
 """
@@ -12,6 +13,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import validating
+from .pipeline import wire
 
 __all__ = ["SequentialSqrt"]
 
@@ -19,14 +21,29 @@ __all__ = ["SequentialSqrt"]
 class SequentialSqrt(wiring.Component):
     """Members: ``i`` (stream of ``bits``-bit radicands), ``o`` (stream of roots)."""
 
-    def __init__(self, bits: int):
+    def __init__(self, bits: int, bits_per_cycle: int = 1):
         with validating(self):
             if not isinstance(bits, int) or not 2 <= bits <= 64:
                 raise ValueError(f"bits must be an integer in [2, 64], not {bits!r}")
-        self.bits = bits + (bits & 1)                 # an even number of radicand bits
+            if bits_per_cycle not in (1, 2):
+                raise ValueError(f"bits_per_cycle must be 1 or 2, not {bits_per_cycle!r}")
+        self.bits_per_cycle = bits_per_cycle
+        self.bits = self.padded(bits, bits_per_cycle)
         self.root_bits = self.bits // 2
+        self.latency = self.cycles(bits, bits_per_cycle)
         super().__init__({"i": In(stream.Signature(unsigned(bits))),
                           "o": Out(stream.Signature(unsigned(self.root_bits)))})
+
+    @staticmethod
+    def padded(bits: int, bits_per_cycle: int) -> int:
+        """Radicand bits processed: whole cycles of ``2 * bits_per_cycle`` bits."""
+        step = 2 * bits_per_cycle
+        return -(-bits // step) * step
+
+    @classmethod
+    def cycles(cls, bits: int, bits_per_cycle: int) -> int:
+        """Cycles from radicand accepted to the root offered."""
+        return cls.padded(bits, bits_per_cycle) // 2 // bits_per_cycle + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -42,10 +59,14 @@ class SequentialSqrt(wiring.Component):
             m.d.sync += [rem.eq(self.i.payload), root.eq(0), bit.eq(1 << (self.bits - 2)),
                          busy.eq(1)]
         with m.If(busy):
-            trial = root + bit
-            take = rem >= trial
-            m.d.sync += [rem.eq(Mux(take, rem - trial, rem)),
-                         root.eq(Mux(take, (root >> 1) + bit, root >> 1)), bit.eq(bit >> 2)]
-            with m.If(bit == 1):
+            r, q, b = rem, root, bit
+            for j in range(self.bits_per_cycle):
+                trial = q + b
+                take = r >= trial
+                r, q = (wire(m, Mux(take, r - trial, r), f"rem{j}"),
+                        wire(m, Mux(take, (q >> 1) + b, q >> 1), f"root{j}"))
+                b = b >> 2
+            m.d.sync += [rem.eq(r), root.eq(q), bit.eq(b)]
+            with m.If(bit == 1 << (2 * self.bits_per_cycle - 2)):
                 m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
         return m

@@ -11,23 +11,39 @@ Per row of ``C`` elements (``C`` from the row framing, up to ``max_row``)::
     out  = (y * f) >> 1                     # 32-bit signed, scale sqrt(C) / 2^30
 
 gamma, beta (and I-ViT's ``bias_int``) are not applied here: they are the per-channel multiplier
-and bias of the requantizer that follows (``gen.quantize`` folds them there). The phases run one
-row at a time on one shared :class:`~hw.divider.SequentialDivider`; the bench prints the measured
-throughput.
+and bias of the requantizer that follows (``gen.quantize`` folds them there).
+
+The row is stored in a ring slot (:mod:`hw.rowbuffer`) while ``sum(x)``, ``sum(x^2)`` and ``C``
+accumulate; ``var`` then follows without a second pass, as ``sum(x^2) - mean * (sum(x) + d)`` with
+``d = sum(x) - C * mean`` (exact in integers). Mean, root and reciprocal are per-row stages with
+their own engine each (``ivit``: one divider per Newton step), so consecutive rows overlap them;
+a stage slower than the longest row comes in copies that take rows in turn (``stage_copies``), so
+that rows of ``max_row`` elements stream at one beat per cycle (shorter rows at one row per
+slowest stage / its copies). The bench prints the measured throughput.
 """
 from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
-from .pipeline import register, tree_sum, vector_layout
-from .rowbuffer import RowEmitter, load_beats
+from .pipeline import Pipeline, register, tree_sum, vector_layout
+from .rowbuffer import (
+    RowLoader,
+    RowReplay,
+    call,
+    describe,
+    descriptor_fifo,
+    ring_slots,
+    row_layout,
+    row_stage,
+    stage_copies,
+)
 
 __all__ = ["LayerNorm", "OUT_BITS"]
 
@@ -48,134 +64,149 @@ class LayerNorm(wiring.Component):
         log_c = math.ceil(math.log2(max_row + 1))
         self.sum_bits = in_bits + log_c + 1
         self.var_bits = 2 * (in_bits + 1) + log_c
+        vb = self.var_bits
+        # cycles per row of each stage (rows overlap their stages): take the descriptor, hand
+        # over operands, the engine, offer the result (+ the mean's rounding and variance states)
+        stages = ([SequentialDivider.cycles(in_bits, 2) + 7]
+                  + ([SequentialSqrt.cycles(vb, 2) + 3] if mode == "dyad" else
+                     [SequentialDivider.cycles(vb, 2) + 3] * IVIT_NEWTON_STEPS)
+                  + [SequentialDivider.cycles(31, 2) + 3])
+        self.stage_copies = [-(-c // self.depth) for c in stages]
+        self.slots = ring_slots(sum(stages) + 8, self.depth)
         super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
                           "o": Out(stream.Signature(vector_layout(OUT_BITS, lanes))),
                           "error": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
-        L, W = self.lanes, self.in_bits
+        L, W, D, S = self.lanes, self.in_bits, self.depth, self.slots
         vb = self.var_bits
-        # 2^31 - 1 numerator; radix 4: the per-row mean, Newton and reciprocal divisions
-        # dominate short rows
-        m.submodules.div = div = SequentialDivider(max(vb, 31), vb, bits_per_cycle=2)
-        m.submodules.sqrt = sqrt = SequentialSqrt(vb)
-        m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * W), depth=self.depth,
-                                                     init=[])
+        n_bits = self.max_row.bit_length()
+        m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * W), depth=S * D, init=[])
         row_w, row_r = rowbuf.write_port(), rowbuf.read_port()
 
-        beats = Signal(range(self.depth + 1))
-        last_count = Signal.like(self.i.payload.count)
-        n_elems = Signal(range(self.max_row + L + 1))
+        # ---- load: the row into its slot; its sum, sum of squares and length --------------------
+        load = RowLoader(m, self.i, row_w, D, S, L, self.error)
+        beat = load.beat
+        live = [Mux(n < beat.count, beat.data[n], 0) for n in range(L)]
+        squares = [register(m, x * x, f"square{n}") for n, x in enumerate(live)]
+        beat_sum = register(m, register(m, tree_sum(live), "beat_sum0"), "beat_sum")
+        square_sum = register(m, tree_sum(squares), "square_sum")
+        tag = register(m, register(m, beat, "sums_tag0"), "sums_tag")
         total = Signal(signed(self.sum_bits))
-        mean = Signal(signed(W + 1))
-        q0 = Signal(self.sum_bits)
-        qn = Signal(self.sum_bits)                         # q0 * C
-        rem2 = Signal(self.sum_bits + 1)                   # 2 * (|sum| - q0 * C)
-        var = Signal(vb)
-        k = Signal(vb)
-        steps = Signal(range(IVIT_NEWTON_STEPS + 1))
-        f = Signal(31)
-        ptr = Signal(range(self.depth + 2))
-        m.d.comb += [row_r.addr.eq(ptr), row_r.en.eq(0)]     # read ports default to enabled
+        sumsq = Signal(vb)
+        n_elems = Signal(n_bits)
+        row_total = Mux(tag.first, 0, total) + beat_sum
+        row_sumsq = Mux(tag.first, 0, sumsq) + square_sum
+        row_n = Mux(tag.first, 0, n_elems) + tag.count
+        with m.If(tag.valid):
+            m.d.sync += [total.eq(row_total), sumsq.eq(row_sumsq), n_elems.eq(row_n)]
+        loaded_w, loaded = descriptor_fifo(m, row_layout(
+            D, S, L, total=signed(self.sum_bits), sumsq=unsigned(vb), n=unsigned(n_bits)),
+            S, "loaded")
+        m.d.comb += [loaded_w.valid.eq(tag.valid & tag.last),
+                     *describe(loaded_w.payload, tag.row, total=row_total, sumsq=row_sumsq,
+                               n=row_n)]
 
-        def lanes_of(word):
-            return [word[n * W:(n + 1) * W].as_signed() for n in range(L)]
+        # ---- per-row stages, each in ``copies`` taking rows in turn ---------------------------
+        def layout(**fields):
+            return row_layout(D, S, L, mean=signed(W + 1), **fields)
 
-        # ---- load: row buffer, running sum, element count ------------------------------------
-        beat_sum = tree_sum(Mux(n < self.i.payload.count, self.i.payload.data[n], 0)
-                            for n in range(L))
+        centred = stream.Signature(layout(var=unsigned(vb))).create()
+        rooted = stream.Signature(layout(std=unsigned(vb))).create()
+        scaled = stream.Signature(layout(f=unsigned(31))).create()
+        newton = layout(var=unsigned(vb), k=unsigned(vb))
 
-        # ---- variance pipeline: read -> register -> y -> y^2 -> beat sum -> accumulate ---------
-        rd_valid, rd_last = Signal(), Signal()
-        flags = [(rd_valid, rd_last)]
-        for stage in range(4):
-            valid, last = flags[-1]
-            flags.append((register(m, valid, f"var_valid{stage}"),
-                          register(m, last, f"var_last{stage}")))
+        def mean_and_variance(name, i, o):
+            """mean = round_half_even(total / n) from the remainder; with d = total - n * mean
+            (|d| <= n / 2), var = sumsq - mean * (total + d) = sum((x - mean)^2) exactly."""
+            m.submodules[f"{name}_div"] = div = SequentialDivider(
+                self.sum_bits, n_bits, bits_per_cycle=2, quotient_bits=W)
+            q0, qn = Signal(W, name=f"{name}_q0"), Signal(self.sum_bits, name=f"{name}_qn")
+            rem = Signal(self.sum_bits, name=f"{name}_rem")
+            mean = Signal(signed(W + 1), name=f"{name}_mean")
+            d = Signal(signed(n_bits + 1), name=f"{name}_d")
+            var = Signal(vb, name=f"{name}_var")
+            with row_stage(m, name, i, o) as row:
+                neg = row.total < 0
+                mag = Mux(neg, -row.total, row.total)
+                call(m, div, "RUN", [div.i.payload.num.eq(mag), div.i.payload.den.eq(row.n)],
+                     lambda q: [q0.eq(q)], "PRODUCT")
+                with m.State("PRODUCT"):
+                    m.d.sync += qn.eq(q0 * row.n)
+                    m.next = "REMAINDER"
+                with m.State("REMAINDER"):
+                    m.d.sync += rem.eq(mag - qn)
+                    m.next = "ROUND"
+                with m.State("ROUND"):
+                    up = ((rem << 1) > row.n) | (((rem << 1) == row.n) & q0[0])
+                    off = rem - Mux(up, row.n, 0)                 # |total| - n * |mean|
+                    m.d.sync += [mean.eq(Mux(neg, -(q0 + up), q0 + up)),
+                                 d.eq(Mux(neg, -off, off))]
+                    m.next = "VARIANCE"
+                with m.State("VARIANCE"):
+                    m.d.sync += var.eq(row.sumsq - mean * (row.total + d))
+                    m.next = "OUT"
+            m.d.comb += describe(o.payload, row, mean=mean, var=var)
 
-        def regs(values, name):
-            return [register(m, v, f"{name}{n}") for n, v in enumerate(values)]
+        def root(name, i, o):
+            """dyad: std = max(isqrt(var), 1), exact."""
+            m.submodules[f"{name}_sqrt"] = sqrt = SequentialSqrt(vb, bits_per_cycle=2)
+            std = Signal(vb, name=f"{name}_std")
+            with row_stage(m, name, i, o) as row:
+                call(m, sqrt, "RUN", [sqrt.i.payload.eq(row.var)],
+                     lambda r: [std.eq(Mux(r == 0, 1, r))], "OUT")
+            m.d.comb += describe(o.payload, row, mean=row.mean, std=std)
 
-        xs = regs(lanes_of(row_r.data), "var_x")
-        ys = regs([x - mean for x in xs], "var_y")
-        cnt_y = Mux(flags[2][1], last_count, L)
-        sq = regs([Mux(n < cnt_y, y * y, 0) for n, y in enumerate(ys)], "sq")
-        sq_sum = Signal(self.var_bits, name="sq_sum")
-        m.d.sync += sq_sum.eq(tree_sum(sq))
-        sq_valid, sq_last = flags[4]
+        def newton_step(first):
+            """ivit: k = (k + var // k) >> 1, from k = 2^16."""
+            def build(name, i, o):
+                m.submodules[f"{name}_div"] = div = SequentialDivider(vb, vb, bits_per_cycle=2)
+                k = Signal(vb, name=f"{name}_k")
+                with row_stage(m, name, i, o) as row:
+                    k_in = (1 << 16) if first else row.k
+                    call(m, div, "RUN", [div.i.payload.num.eq(row.var),
+                                         div.i.payload.den.eq(k_in)],
+                         lambda q: [k.eq((k_in + q) >> 1)], "OUT")
+                m.d.comb += describe(o.payload, row, mean=row.mean, var=row.var, k=k)
+            return build
 
-        # ---- output: the replayed row through (x - mean) * f >> 1 -----------------------------
-        out = RowEmitter(m, self.o, row_r, ptr, beats, last_count, L, [
-            lambda word: [x - mean for x in lanes_of(word)],
-            lambda ys: [((y * f) >> 1)[:OUT_BITS] for y in ys]])
+        def reciprocal(name, i, o):
+            """f = (2^31 - 1) // std."""
+            m.submodules[f"{name}_div"] = div = SequentialDivider(31, vb, bits_per_cycle=2)
+            f = Signal(31, name=f"{name}_f")
+            with row_stage(m, name, i, o) as row:
+                call(m, div, "RUN", [div.i.payload.num.eq((1 << 31) - 1),
+                                     div.i.payload.den.eq(row.std)],
+                     lambda q: [f.eq(q)], "OUT")
+            m.d.comb += describe(o.payload, row, mean=row.mean, f=f)
 
-        def divide(state, num, den, on_result, then):
-            """Two states: hand ``num // den`` to the shared divider, then take the result."""
-            with m.State(state):
-                m.d.comb += [div.i.valid.eq(1), div.i.payload.num.eq(num),
-                             div.i.payload.den.eq(den)]
-                with m.If(div.i.ready):
-                    m.next = state + "_Q"
-            with m.State(state + "_Q"):
-                m.d.comb += div.o.ready.eq(1)
-                with m.If(div.o.valid):
-                    m.d.sync += on_result
-                    m.next = then
+        copies = iter(self.stage_copies)
+        stage_copies(m, "mean", loaded, centred, next(copies), mean_and_variance)
+        if self.mode == "dyad":
+            stage_copies(m, "root", centred, rooted, next(copies), root)
+        else:
+            src = centred
+            for step in range(IVIT_NEWTON_STEPS):
+                dst = stream.Signature(newton).create()
+                stage_copies(m, f"newton{step}", src, dst, next(copies), newton_step(step == 0))
+                src = dst
+            m.d.comb += [*describe(rooted.payload, src.payload, mean=src.payload.mean,
+                                   std=Mux(src.payload.k == 0, 1, src.payload.k)),
+                         rooted.valid.eq(src.valid), src.ready.eq(rooted.ready)]
+        stage_copies(m, "recip", rooted, scaled, next(copies), reciprocal)
 
-        with m.FSM():
-            with m.State("LOAD"):
-                with m.If(load_beats(m, self.i, row_w, ptr, self.depth, self.error, beats,
-                                     last_count, [total.eq(total + beat_sum),
-                                                  n_elems.eq(n_elems + self.i.payload.count)])):
-                    m.next = "MEAN"
-            divide("MEAN", Mux(total < 0, -total, total), n_elems, [q0.eq(div.o.payload)],
-                   "MEAN_ROUND")
-            # round half to even from the remainder, one operation per state (once per row)
-            mag = Mux(total < 0, -total, total)
-            with m.State("MEAN_ROUND"):
-                m.d.sync += qn.eq(q0 * n_elems)
-                m.next = "MEAN_REM"
-            with m.State("MEAN_REM"):
-                m.d.sync += rem2.eq((mag - qn) << 1)
-                m.next = "MEAN_SIGN"
-            with m.State("MEAN_SIGN"):
-                up = (rem2 > n_elems) | ((rem2 == n_elems) & q0[0])
-                rounded = q0 + up
-                m.d.sync += [mean.eq(Mux(total < 0, -rounded, rounded)), ptr.eq(0), var.eq(0)]
-                m.next = "VAR"
-            with m.State("VAR"):
-                m.d.comb += row_r.en.eq(1)
-                with m.If(ptr < beats):
-                    m.d.sync += [ptr.eq(ptr + 1), rd_valid.eq(1), rd_last.eq(ptr == beats - 1)]
-                with m.Else():
-                    m.d.sync += [rd_valid.eq(0), rd_last.eq(0)]
-                with m.If(sq_valid):
-                    m.d.sync += var.eq(var + sq_sum)
-                    with m.If(sq_last):
-                        m.d.sync += [k.eq(1 << 16), steps.eq(0)]
-                        m.next = "ROOT" if self.mode == "dyad" else "NEWTON"
-            if self.mode == "dyad":
-                with m.State("ROOT"):
-                    m.d.comb += [sqrt.i.valid.eq(1), sqrt.i.payload.eq(var)]
-                    with m.If(sqrt.i.ready):
-                        m.next = "ROOT_WAIT"
-                with m.State("ROOT_WAIT"):
-                    m.d.comb += sqrt.o.ready.eq(1)
-                    with m.If(sqrt.o.valid):
-                        m.d.sync += k.eq(Mux(sqrt.o.payload == 0, 1, sqrt.o.payload))
-                        m.next = "RECIP"
-            else:
-                divide("NEWTON", var, k, [k.eq((k + div.o.payload) >> 1), steps.eq(steps + 1)],
-                       "NEWTON_NEXT")
-                with m.State("NEWTON_NEXT"):
-                    m.next = "NEWTON"
-                    with m.If(steps == IVIT_NEWTON_STEPS):
-                        m.next = "RECIP"
-            divide("RECIP", (1 << 31) - 1, Mux(k == 0, 1, k), [f.eq(div.o.payload), ptr.eq(0)],
-                   "OUT")
-            with m.State("OUT"):
-                with m.If(out.run()):
-                    m.d.sync += [total.eq(0), n_elems.eq(0)]
-                    m.next = "LOAD"
+        # ---- out: the replayed row through (x - mean) * f >> 1 ----------------------------------
+        replay = RowReplay(m, row_r, scaled, L)
+        m.d.comb += load.release.eq(replay.done)
+        src = replay.o.payload
+        p = Pipeline(m, "out")
+        ys = [p.stage(src.data[n * W:(n + 1) * W].as_signed() - src.row.mean, f"y{n}")
+              for n in range(L)]
+        fd = p.stage(src.row.f, "f")
+        outs = [p.stage(((y * fd) >> 1)[:OUT_BITS], f"out{n}") for n, y in enumerate(ys)]
+        framed = p.delay(Cat(src.count, src.last), 2, "framing")
+        m.d.comb += [Cat(self.o.payload.count, self.o.payload.last).eq(framed),
+                     *[self.o.payload.data[n].eq(v) for n, v in enumerate(outs)]]
+        p.connect(replay.o, self.o, 2)
         return m

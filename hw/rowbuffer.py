@@ -1,83 +1,227 @@
-"""Row loading and replay shared by the row units (Shiftmax, ShiftGELU, LayerNorm).
+"""The row pipeline shared by the row units (Shiftmax, ShiftGELU, LayerNorm).
 
-A row arrives as beats (``count`` valid lanes, ``last`` on the final one) and is written into a
-one-beat-per-word buffer. Rows longer than the buffer set the unit's sticky ``error`` and their
-excess beats are dropped, so a bad row can never overrun the memory or hang the unit.
-:class:`RowEmitter` replays a buffered row through the unit's output arithmetic as a stallable
-pipeline.
+A row arrives as beats (``count`` valid lanes, ``last`` on the final one) and is stored in a ring
+of ``slots`` row buffers of ``depth`` beats each, so that while one row is being loaded, the
+rows before it are at their per-row work (reciprocal, root) and the oldest is being replayed
+through the output arithmetic: with enough slots (:func:`ring_slots`), the per-row work hides
+behind the rows and a unit streams one beat per cycle.
+
+- :class:`RowLoader` writes beats into the next free slot and offers each accepted beat, one cycle
+  later, to the unit's row statistics (maximum, sums).
+- Each row then travels as a *descriptor* (its slot's first word, its beats, its last beat's
+  count, and the values the unit has computed for it) through per-row stages
+  (:func:`row_stage`, :func:`call`), in row order.
+- :class:`RowReplay` turns descriptors back into a stream of the buffered beats, back to back
+  across rows, each beat with its row's descriptor.
+
+Rows longer than a slot set the unit's sticky ``error`` and their excess beats are dropped, so a
+bad row can never overrun the memory or hang the unit.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+import math
+from contextlib import contextmanager
 
-__all__ = ["load_beats"]
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream
 
+from .pipeline import count_shape, masked_max, register
+from .rowparallel import round_robin
 
-def load_beats(m: Module, i, write_port, ptr, depth: int, error, beats, last_count, on_beat=()):
-    """Body of a LOAD state: accept ``i``, store each beat at ``ptr``, apply ``on_beat`` (sync
-    assignments) per accepted beat. Returns a signal that is high on the row's last beat (the
-    caller moves to its next state on it); ``beats`` and ``last_count`` then hold the row's
-    framing."""
-    done = Signal()
-    m.d.comb += [i.ready.eq(1), write_port.addr.eq(ptr),
-                 write_port.data.eq(i.payload.data.as_value()),
-                 write_port.en.eq(i.valid & (ptr < depth))]
-    with m.If(i.valid):
-        m.d.sync += list(on_beat)
-        with m.If(ptr < depth):
-            m.d.sync += ptr.eq(ptr + 1)
-        with m.Else():
-            m.d.sync += error.eq(1)
-        with m.If(i.payload.last):
-            m.d.comb += done.eq(1)
-            m.d.sync += [beats.eq(Mux(ptr < depth, ptr + 1, ptr)),
-                         last_count.eq(i.payload.count)]
-    return done
+__all__ = ["ring_slots", "row_layout", "describe", "descriptor_fifo", "RowLoader", "RowReplay",
+           "loaded_with_max", "row_stage", "stage_copies", "call"]
 
 
-class RowEmitter:
-    """Replays a buffered row on ``o`` through a stallable pipeline: the buffer's synchronous
-    read is stage 1, its word registered stage 2 (no block-RAM output drives arithmetic), then
-    one registered stage per function of ``steps`` (each maps the list of per-lane values to the
-    next; the first gets the registered word). Every stage, the read port and
-    the framing (``last``, ``count``) advance on one enable, ``~o.valid | o.ready``, so the
-    output holds through any back-pressure and a full row streams at one beat per cycle.
+def ring_slots(latency: int, depth: int) -> int:
+    """Slots a ring of ``depth``-beat rows needs to stream at one beat per cycle when a row spends
+    ``latency`` cycles between its last beat loaded and its first beat replayed: the row being
+    loaded, the one being replayed, the rows in between, and one for the handshakes."""
+    return 3 + math.ceil(latency / depth)
 
-    The caller addresses the read port with ``ptr`` (zero when the output state is entered) and
-    calls :meth:`run` as the body of that state; :meth:`run` returns a signal that is high when
-    the row's last beat is taken (``ptr`` is then cleared)."""
 
-    def __init__(self, m: Module, o, read_port, ptr, beats, last_count, lanes: int, steps,
-                 name: str = "out"):
-        self.m, self.o, self.read_port, self.ptr, self.beats = m, o, read_port, ptr, beats
-        self.en, self.go = Signal(name=f"{name}_en"), Signal(name=f"{name}_go")
+def row_layout(depth: int, slots: int, lanes: int, **fields) -> data.StructLayout:
+    """A row descriptor: ``base`` (the slot's first word), ``beats``, ``last_count`` (valid lanes
+    of the last beat) and the unit's per-row ``fields`` (name: shape)."""
+    return data.StructLayout({"base": unsigned(max(1, (depth * slots - 1).bit_length())),
+                              "beats": unsigned((depth).bit_length()),
+                              "last_count": count_shape(lanes), **fields})
+
+
+def describe(payload, row, **values) -> list:
+    """Assignments filling descriptor ``payload``: the framing of descriptor ``row`` (``base``,
+    ``beats``, ``last_count``) and the unit's ``values``."""
+    return [*(payload[f].eq(row[f]) for f in ("base", "beats", "last_count")),
+            *(payload[k].eq(v) for k, v in values.items())]
+
+
+def descriptor_fifo(m: Module, layout, depth: int, name: str):
+    """A FIFO of descriptors; returns ``(write stream, read stream)`` with ``layout`` payloads."""
+    f = fifo.SyncFIFOBuffered(width=layout.size, depth=depth)
+    m.submodules[name] = f
+    w, r = stream.Signature(layout).flip().create(), stream.Signature(layout).create()
+    m.d.comb += [f.w_data.eq(w.payload.as_value()), f.w_en.eq(w.valid), w.ready.eq(f.w_rdy),
+                 r.payload.eq(f.r_data), r.valid.eq(f.r_rdy), f.r_en.eq(r.ready)]
+    return w, r
+
+
+class RowLoader:
+    """Stores the beats of ``i`` into ring slots (``write_port`` addresses ``depth * slots``
+    words) and counts the slots in use: a row takes the next slot when its first beat arrives
+    and gives it back when the unit pulses ``release`` (its last replay read, usually
+    :attr:`RowReplay.done`); ``i`` waits while all ``slots`` are taken.
+
+    ``beat`` is each accepted beat one cycle later (``valid``, ``first``, ``last``, ``count``,
+    ``data``) with ``row``, its row's descriptor so far (``beats`` is final on the last beat)."""
+
+    def __init__(self, m: Module, i, write_port, depth: int, slots: int, lanes: int, error,
+                 name: str = "load"):
+        self.layout = row_layout(depth, slots, lanes)
+        base = Signal(self.layout["base"].shape, name=f"{name}_base")
+        addr = Signal.like(base, name=f"{name}_addr")
+        ptr = Signal(range(depth + 1), name=f"{name}_ptr")
+        used = Signal(range(slots + 1), name=f"{name}_used")
+        self.release = Signal(name=f"{name}_release")
+        accept = Signal(name=f"{name}_accept")
+        room = used < slots
+        m.d.comb += [i.ready.eq(room), accept.eq(i.valid & room),
+                     write_port.addr.eq(addr), write_port.data.eq(i.payload.data.as_value()),
+                     write_port.en.eq(accept & (ptr < depth))]
+        next_base = Mux(base == depth * (slots - 1), 0, base + depth)
+        row_ends = accept & i.payload.last
+        m.d.sync += used.eq(used + row_ends - self.release)
+        with m.If(accept):
+            with m.If(ptr < depth):
+                m.d.sync += [ptr.eq(ptr + 1), addr.eq(addr + 1)]
+            with m.Else():
+                m.d.sync += error.eq(1)
+            with m.If(i.payload.last):
+                m.d.sync += [ptr.eq(0), base.eq(next_base), addr.eq(next_base)]
+
+        self.beat = Signal(data.StructLayout({
+            "valid": 1, "first": 1, "last": 1, "count": i.payload.count.shape(),
+            "data": i.payload.data.shape(), "row": self.layout}), name=f"{name}_beat")
+        b = self.beat
+        m.d.sync += [b.valid.eq(accept), b.first.eq(ptr == 0), b.last.eq(i.payload.last),
+                     b.count.eq(i.payload.count), b.data.eq(i.payload.data),
+                     b.row.base.eq(base), b.row.beats.eq(Mux(ptr < depth, ptr + 1, ptr)),
+                     b.row.last_count.eq(i.payload.count)]
+
+
+def loaded_with_max(m: Module, load: RowLoader, width: int, depth: int, slots: int,
+                    lanes: int):
+    """The loaded rows' descriptors with their maximum ``max`` (signed ``width``), as a stream:
+    each beat's maximum is a registered tree, folded into the row's a cycle later."""
+    lowest = Const(-(1 << (width - 1)), signed(width))
+    beat = load.beat
+    beat_max = register(m, masked_max(m, lowest, [beat.data[n] for n in range(lanes)],
+                                      beat.count, "beat_max"), "beat_max")
+    tag = register(m, beat, "max_tag")
+    row_max = Signal(signed(width))
+    running = Mux(tag.first | (beat_max > row_max), beat_max, row_max)
+    with m.If(tag.valid):
+        m.d.sync += row_max.eq(running)
+    w, r = descriptor_fifo(m, row_layout(depth, slots, lanes, max=signed(width)), slots,
+                           "loaded")
+    m.d.comb += [w.valid.eq(tag.valid & tag.last), *describe(w.payload, tag.row, max=running)]
+    return r
+
+
+class RowReplay:
+    """Replays buffered rows as the stream ``o`` (payload ``data``: the buffer word, ``count``,
+    ``last``, ``index``: the beat's place in its row, ``row``: its descriptor): takes descriptors
+    from ``rows`` and reads their beats from ``read_port`` back to back, the next row's first
+    read the cycle after the previous row's last. Two stages (the synchronous read, then its word
+    registered, so no block-RAM output drives arithmetic), both on one enable
+    ``~o.valid | o.ready``: the stream holds through any back-pressure. ``done`` pulses as a row's
+    last read is issued: its slot may be written from the next cycle on."""
+
+    def __init__(self, m: Module, read_port, rows, lanes: int, name: str = "replay"):
+        row_shape = rows.payload.shape()
+        layout = data.StructLayout({"data": read_port.data.shape(), "count": count_shape(lanes),
+                                    "last": 1, "index": row_shape["beats"].shape,
+                                    "row": row_shape})
+        self.o = stream.Signature(layout).create()
+        en = Signal(name=f"{name}_en")
+        cur = Signal(row_shape, name=f"{name}_row")
+        busy = Signal(name=f"{name}_busy")
+        ptr = Signal(row_shape["beats"].shape, name=f"{name}_ptr")
+        addr = Signal(row_shape["base"].shape, name=f"{name}_addr")
         issue = Signal(name=f"{name}_issue")
-        m.d.comb += [self.en.eq(~o.valid | o.ready),
-                     issue.eq(self.go & self.en & (ptr < beats))]
-        is_last = ptr == beats - 1
-        framing = [(issue, Mux(is_last, last_count, lanes), is_last)]     # valid, count, last
-        values = self._reg(read_port.data, f"{name}_word")
-        for k, step in enumerate(steps):
-            values = [self._reg(v, f"{name}_s{k}_{n}") for n, v in enumerate(step(values))]
-        for k in range(len(steps) + 2):                 # the read, its register, each step
-            framing.append(tuple(self._reg(v, f"{name}_{f}{k}")
-                                 for v, f in zip(framing[-1], ("valid", "count", "last"))))
-        valid, count, last = framing[-1]
-        m.d.comb += [o.valid.eq(valid), o.payload.count.eq(count), o.payload.last.eq(last)]
-        m.d.comb += [o.payload.data[n].eq(v) for n, v in enumerate(values)]
+        self.done = Signal(name=f"{name}_done")
+        is_last = ptr == cur.beats - 1
+        m.d.comb += [en.eq(~self.o.valid | self.o.ready), issue.eq(en & busy),
+                     rows.ready.eq(en & (~busy | is_last)), self.done.eq(issue & is_last),
+                     read_port.addr.eq(addr), read_port.en.eq(en)]
         with m.If(issue):
-            m.d.sync += ptr.eq(ptr + 1)
+            m.d.sync += [ptr.eq(ptr + 1), addr.eq(addr + 1)]
+            with m.If(is_last):
+                m.d.sync += busy.eq(0)
+        with m.If(rows.valid & rows.ready):
+            m.d.sync += [cur.eq(rows.payload), busy.eq(1), ptr.eq(0),
+                         addr.eq(rows.payload.base)]
 
-    def _reg(self, value, name):
-        r = Signal(value.shape(), name=name)
-        with self.m.If(self.en):
-            self.m.d.sync += r.eq(value)
-        return r
+        def reg(value, label):
+            r = Signal(value.shape(), name=f"{name}_{label}")
+            with m.If(en):
+                m.d.sync += r.eq(value)
+            return r
 
-    def run(self):
-        m, done = self.m, Signal()
-        m.d.comb += [self.go.eq(1), self.read_port.en.eq(self.en)]
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-            m.d.comb += done.eq(1)
-            m.d.sync += self.ptr.eq(0)
-        return done
+        # stage 1 (the read is in flight): framing; stage 2: the word and the framing registered
+        valid1, last1 = reg(issue, "valid1"), reg(is_last, "last1")
+        count1 = reg(Mux(is_last, cur.last_count, lanes), "count1")
+        index1, row1 = reg(ptr, "index1"), reg(cur, "row1")
+        o = self.o
+        m.d.comb += [o.valid.eq(reg(valid1, "valid2")), o.payload.last.eq(reg(last1, "last2")),
+                     o.payload.count.eq(reg(count1, "count2")),
+                     o.payload.index.eq(reg(index1, "index2")),
+                     o.payload.row.eq(reg(row1, "row2")),
+                     o.payload.data.eq(reg(read_port.data, "word"))]
+
+
+@contextmanager
+def row_stage(m: Module, name: str, i, o):
+    """A per-row step between descriptor streams ``i`` and ``o``, as an FSM: ``IDLE`` takes a
+    descriptor into the register this yields; the caller then adds its states, starting at
+    ``"RUN"`` and ending with ``m.next = "OUT"``; ``OUT`` offers ``o`` (the caller drives its
+    payload from the held descriptor and its own result registers) until it is taken."""
+    held = Signal(i.payload.shape(), name=f"{name}_row")
+    with m.FSM(name=name):
+        with m.State("IDLE"):
+            m.d.comb += i.ready.eq(1)
+            with m.If(i.valid):
+                m.d.sync += held.eq(i.payload)
+                m.next = "RUN"
+        yield held
+        with m.State("OUT"):
+            m.d.comb += o.valid.eq(1)
+            with m.If(o.ready):
+                m.next = "IDLE"
+
+
+def stage_copies(m: Module, name: str, i, o, copies: int, build) -> None:
+    """``copies`` of a per-row stage side by side, for stages slower than a row: descriptors from
+    ``i`` are dealt to them in turn and collected onto ``o`` in row order. ``build(name, i, o)``
+    describes one copy (its own engine and result registers)."""
+    if copies == 1:
+        build(name, i, o)
+        return
+    ins = [stream.Signature(i.payload.shape()).create() for _ in range(copies)]
+    outs = [stream.Signature(o.payload.shape()).create() for _ in range(copies)]
+    for k in range(copies):
+        build(f"{name}{k}", ins[k], outs[k])
+    round_robin(m, i, o, ins, outs, name=name)
+
+
+def call(m: Module, engine, state: str, operands, on_result, then: str) -> None:
+    """Two FSM states: ``state`` hands ``operands`` (assignments to ``engine.i.payload``) to a
+    sequential engine (divider, root), ``state + "_Q"`` waits for its result and applies
+    ``on_result(result)`` (sync assignments), then goes to ``then``."""
+    with m.State(state):
+        m.d.comb += [engine.i.valid.eq(1), *operands]
+        with m.If(engine.i.ready):
+            m.next = state + "_Q"
+    with m.State(state + "_Q"):
+        m.d.comb += engine.o.ready.eq(1)
+        with m.If(engine.o.valid):
+            m.d.sync += on_result(engine.o.payload)
+            m.next = then

@@ -12,7 +12,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RowParallel"]
+__all__ = ["RowParallel", "round_robin"]
 
 
 class RowParallel(wiring.Component):
@@ -33,30 +33,37 @@ class RowParallel(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n = len(self.units)
-        sel_in = Signal(range(n))
-        sel_out = Signal(range(n))
         errors = 0
         for k, unit in enumerate(self.units):
             m.submodules[f"row{k}"] = unit
-            m.d.comb += [unit.i.payload.eq(self.i.payload),
-                         unit.i.valid.eq(self.i.valid & (sel_in == k))]
             if hasattr(unit, "params"):
                 m.d.comb += unit.params.eq(self.params)
             if hasattr(unit, "error"):
                 errors = errors | unit.error
-            with m.If(sel_in == k):
-                m.d.comb += self.i.ready.eq(unit.i.ready)
-            with m.If(sel_out == k):
-                m.d.comb += [self.o.valid.eq(unit.o.valid), self.o.payload.eq(unit.o.payload),
-                             unit.o.ready.eq(self.o.ready)]
         m.d.comb += self.error.eq(errors)
-
-        def advance(sel):
-            return sel.eq(Mux(sel == n - 1, 0, sel + 1))
-
-        with m.If(self.i.valid & self.i.ready & self.i.payload.last):
-            m.d.sync += advance(sel_in)
-        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-            m.d.sync += advance(sel_out)
+        round_robin(m, self.i, self.o, [u.i for u in self.units], [u.o for u in self.units],
+                    self.i.payload.last, self.o.payload.last)
         return m
+
+
+def round_robin(m: Module, i, o, ins, outs, i_end=1, o_end=1, name: str = "rr") -> None:
+    """Deals the items of stream ``i`` to the streams ``ins`` in turn and collects the items of
+    ``outs`` onto ``o`` in the same order. An item ends on a transfer where ``i_end`` (``o_end``)
+    is high: each transfer by default, a row's last beat for row streams."""
+    n = len(ins)
+    sel_in = Signal(range(n), name=f"{name}_in")
+    sel_out = Signal(range(n), name=f"{name}_out")
+    for k, (a, b) in enumerate(zip(ins, outs)):
+        m.d.comb += [a.payload.eq(i.payload), a.valid.eq(i.valid & (sel_in == k))]
+        with m.If(sel_in == k):
+            m.d.comb += i.ready.eq(a.ready)
+        with m.If(sel_out == k):
+            m.d.comb += [o.valid.eq(b.valid), o.payload.eq(b.payload), b.ready.eq(o.ready)]
+
+    def advance(sel):
+        return sel.eq(Mux(sel == n - 1, 0, sel + 1))
+
+    with m.If(i.valid & i.ready & i_end):
+        m.d.sync += advance(sel_in)
+    with m.If(o.valid & o.ready & o_end):
+        m.d.sync += advance(sel_out)

@@ -8,9 +8,10 @@ element::
     s   = min(e1 + e2, 2^31 - 1) ;  f = (2^31 - 1) // s
     y   = q * ((e1 * f) >> 24)                # |y| <= 2^(in_bits-1) * 127
 
-A row is loaded into a buffer while its maximum is tracked; ``e2`` is computed once; the row is then
-replayed through a stallable pipeline whose 31 restoring-division stages give one element per lane
-per cycle during the replay (this per-element divider is the most expensive part of I-ViT in
+A row is loaded into a slot of a ring of row buffers while its maximum is tracked, ``e2`` is
+computed once, and the row is replayed (:mod:`hw.rowbuffer`; rows overlap, so the unit streams one
+beat per cycle) through a stallable pipeline whose 31 restoring-division stages give one element
+per lane per cycle (this per-element divider is the most expensive part of I-ViT in
 hardware, which is why ``dyad`` mode replaces the whole unit with :class:`hw.gelu.GeluUnit`).
 Valid for ``|x0| < 256`` (``1.702 * S > 1/256``), which :func:`gen.unit_params.shiftgelu` checks.
 """
@@ -22,8 +23,16 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import pipelined_quotient
-from .pipeline import Pipeline, masked_max, vector_layout, wire
-from .rowbuffer import load_beats
+from .pipeline import Pipeline, vector_layout, wire
+from .rowbuffer import (
+    RowLoader,
+    RowReplay,
+    describe,
+    loaded_with_max,
+    ring_slots,
+    row_layout,
+    row_stage,
+)
 from .shiftexp import STAGES as EXP_STAGES
 from .shiftexp import shift_exp
 
@@ -51,6 +60,7 @@ class ShiftGelu(wiring.Component):
         self.lanes, self.in_bits, self.max_row = lanes, in_bits, max_row
         self.depth = -(-max_row // lanes)
         self.out_bits = in_bits + 8
+        self.slots = ring_slots(12, self.depth)     # the max fold, FIFO and e2 stage
         super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
                           "o": Out(stream.Signature(vector_layout(self.out_bits, lanes))),
                           "params": In(params_layout()), "error": Out(1)})
@@ -80,58 +90,39 @@ class ShiftGelu(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        L, W = self.lanes, self.in_bits
+        L, W, D, S = self.lanes, self.in_bits, self.depth, self.slots
         x0 = self.params.x0
-        m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * W), depth=self.depth,
+        m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * W), depth=S * D,
                                                      init=[])
         row_w, row_r = rowbuf.write_port(), rowbuf.read_port()
-        beats = Signal(range(self.depth + 1))
-        last_count = Signal.like(self.i.payload.count)
-        cmax = Signal(signed(W), init=-(1 << (W - 1)))
+
+        # ---- load: the row into its slot, its maximum c -----------------------------------------
+        load = RowLoader(m, self.i, row_w, D, S, L, self.error)
+        loaded = loaded_with_max(m, load, W, D, S, L)
+
+        # ---- e2 = shift_exp(-c), once per row --------------------------------------------------
+        ready = stream.Signature(row_layout(D, S, L, c=signed(W),
+                                            e2=unsigned(E2_CAP.bit_length()))).create()
         e2 = Signal(range(E2_CAP + 1))
-        ptr = Signal(range(self.depth + 1))
+        with row_stage(m, "e2", loaded, ready) as row:
+            with m.State("RUN"):
+                m.d.sync += e2.eq(self._e2(m, row.max, x0))
+                m.next = "OUT"
+        m.d.comb += describe(ready.payload, row, c=row.max, e2=e2)
 
-        # replayed row as an internal stream feeding the stallable datapath
-        src = stream.Signature(vector_layout(W, L)).create()
+        # ---- per-element datapath on the replayed rows ------------------------------------------
+        replay = RowReplay(m, row_r, ready, L)
+        m.d.comb += load.release.eq(replay.done)
+        src = replay.o.payload
         p = Pipeline(m, "sgelu")
-        rd_v, rd_last = Signal(), Signal()
-        m.d.comb += [row_r.addr.eq(ptr), row_r.en.eq(0), src.valid.eq(rd_v),
-                     src.payload.last.eq(rd_last),
-                     src.payload.count.eq(Mux(rd_last, last_count, L)),
-                     src.payload.data.eq(row_r.data)]
-
-        beat_max = masked_max(m, cmax, [self.i.payload.data[n] for n in range(L)],
-                              self.i.payload.count, "beat_max")
-
-        with m.FSM():
-            with m.State("LOAD"):
-                with m.If(load_beats(m, self.i, row_w, ptr, self.depth, self.error, beats,
-                                     last_count, [cmax.eq(beat_max)])):
-                    m.next = "E2"
-            with m.State("E2"):
-                m.d.sync += [e2.eq(self._e2(m, cmax, x0)), ptr.eq(0), rd_v.eq(0)]
-                m.next = "REPLAY"
-            with m.State("REPLAY"):
-                with m.If(p.en):
-                    m.d.comb += row_r.en.eq(1)
-                    with m.If(ptr < beats):
-                        m.d.sync += [ptr.eq(ptr + 1), rd_v.eq(1), rd_last.eq(ptr == beats - 1)]
-                    with m.Else():
-                        m.d.sync += rd_v.eq(0)
-                with m.If(self.o.valid & self.o.ready & self.o.payload.last):
-                    m.d.sync += [ptr.eq(0), rd_v.eq(0),
-                                 cmax.eq(-(1 << (W - 1)))]
-                    m.next = "LOAD"
-
-        # ---- per-element datapath ----------------------------------------------------------------
-        flags = Cat(src.payload.count, src.payload.last)
-        flags_out = p.delay(flags, LATENCY, "flags")
+        flags_out = p.delay(Cat(src.count, src.last), LATENCY, "flags")
         m.d.comb += Cat(self.o.payload.count, self.o.payload.last).eq(flags_out)
+        e2d = p.delay(src.row.e2, EXP_STAGES, "e2")
         for n in range(L):
-            q = src.payload.data[n]
-            e1 = shift_exp(m, p.stage, q - cmax, x0, N, f"l{n}")
+            q = src.data[n * W:(n + 1) * W].as_signed()
+            e1 = shift_exp(m, p.stage, q - src.row.c, x0, N, f"l{n}")
             q4 = p.delay(q, EXP_STAGES, f"q{n}")
-            s = p.stage(Mux(e1 + e2 > SUM_LIMIT, SUM_LIMIT, e1 + e2)[:31], f"s{n}")
+            s = p.stage(Mux(e1 + e2d > SUM_LIMIT, SUM_LIMIT, e1 + e2d)[:31], f"s{n}")
             e1s, q5 = p.stage(e1, f"e1s{n}"), p.stage(q4, f"q5_{n}")
             f, (e1d, qd) = pipelined_quotient(p, SUM_LIMIT, s, 31, carry=(e1s, q5),
                                               name=f"div{n}")
@@ -139,5 +130,5 @@ class ShiftGelu(wiring.Component):
             qdd = p.stage(qd, f"qdd{n}")
             y = p.stage(qdd * sig, f"y{n}")
             m.d.comb += self.o.payload.data[n].eq(y[:self.out_bits])
-        p.connect(src, self.o, LATENCY)
+        p.connect(replay.o, self.o, LATENCY)
         return m

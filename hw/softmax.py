@@ -1,12 +1,13 @@
 """Shiftmax unit: integer softmax over rows, bit-exact with :func:`gen.intops.shiftmax`.
 
 A row arrives as beats of ``lanes`` elements (``count`` valid lanes, ``last`` on its final beat),
-up to ``max_row`` elements. The unit works on one row at a time, in four phases:
+up to ``max_row`` elements. Each row goes through four phases, and the phases work on different
+rows at once (:mod:`hw.rowbuffer`: a ring of row buffers, row descriptors between the phases):
 
-1. **load** — beats are written into a row buffer while the row maximum is tracked;
-2. **exp** — the buffer is read back, ``x = q - max`` goes through the mode's exponential
+1. **load** — beats are written into the row's slot while the row maximum is tracked;
+2. **exp** — the slot is read back, ``x = q - max`` goes through the mode's exponential
    (``ivit``: the I-ViT shift exponential, n = 15; ``dyad``: :func:`gen.intops.exp2_poly`), the
-   results are stored in an exponent buffer and summed;
+   results are stored in the slot of an exponent ring and summed; rows follow back to back;
 3. **divide** — one reciprocal ``f = (2^M - 1) // sum`` on a :class:`~hw.divider.SequentialDivider`
    (``ivit``: ``M = 31`` and the sum clamped to ``2^31 - 1``);
 4. **out** — ``p = (e * f) >> (M + 1 - out_bits)`` (``dyad``: rounded half up and clamped),
@@ -14,20 +15,34 @@ up to ``max_row`` elements. The unit works on one row at a time, in four phases:
 
 Run-time parameters (``params``) are the compile-time constants of the layer: ``x0`` (``ivit``) or
 the exponential's multiplier/shift/polynomial and ``M`` (``dyad``), and ``out_bits``.
-Throughput: one row per ``3 * beats + M + pipeline`` cycles (the bench prints the measured rate).
+Throughput: one beat per cycle for rows of ``max_row`` elements — the reciprocal takes
+``recip_cycles`` cycles per row, and ``recip_copies = ceil(recip_cycles / beats)`` copies of it take
+rows in turn so that it hides behind the longest row; shorter rows go at one row per
+``recip_cycles / recip_copies`` cycles. The bench prints the measured rate.
 """
 from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
-from .pipeline import masked_max, register, tree_sum, vector_layout
-from .rowbuffer import RowEmitter, load_beats
+from .pipeline import Pipeline, register, tree_sum, vector_layout
+from .rowbuffer import (
+    RowLoader,
+    RowReplay,
+    call,
+    describe,
+    descriptor_fifo,
+    loaded_with_max,
+    ring_slots,
+    row_layout,
+    row_stage,
+    stage_copies,
+)
 from .shiftexp import STAGES as shift_exp_stages
 from .shiftexp import shift_exp
 
@@ -76,6 +91,13 @@ class Shiftmax(wiring.Component):
             self.sum_bits = self.e_bits + math.ceil(math.log2(max_row + 1))
             self.num_bits = 62
         self.x_bits = x_bits
+        # f = (2^M - 1) // sum with sum >= e(x = 0) = c0 >= 2^(guard - 1): f < 2^(M - guard + 1)
+        self.f_bits = self.num_bits if mode == "ivit" else self.num_bits - DYAD_GUARD + 1
+        # per-row cycles between a row loaded and replayed: the exp pass over its beats, the
+        # exponential pipeline, the reciprocal, and the stage and FIFO handshakes
+        self.recip_cycles = SequentialDivider.cycles(self.f_bits, 2) + 4
+        self.recip_copies = -(-self.recip_cycles // self.depth)
+        self.slots = ring_slots(self.depth + EXP_LATENCY + self.recip_cycles + 12, self.depth)
         super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
                           "o": Out(stream.Signature(vector_layout(16, lanes))),
                           "params": In(params_layout(mode)),
@@ -109,121 +131,88 @@ class Shiftmax(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        L, prm = self.lanes, self.params
-        m.submodules.div = div = SequentialDivider(self.num_bits, min(self.sum_bits, 64),
-                                                   bits_per_cycle=2)     # radix 4
-        m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * self.in_bits),
-                                                     depth=self.depth, init=[])
+        L, prm, D, S = self.lanes, self.params, self.depth, self.slots
+        m.submodules.xbuf = xbuf = memory.Memory(shape=unsigned(L * self.in_bits),
+                                                 depth=S * D, init=[])
         m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(L * self.e_bits),
-                                                 depth=self.depth, init=[])
-        row_w, row_r = rowbuf.write_port(), rowbuf.read_port()
+                                                 depth=S * D, init=[])
+        x_w, x_r = xbuf.write_port(), xbuf.read_port()
         e_w, e_r = ebuf.write_port(), ebuf.read_port()
 
-        beats = Signal(range(self.depth + 1))          # beats in the current row
-        last_count = Signal.like(self.i.payload.count)
-        rmax = Signal(signed(self.in_bits), init=-(1 << (self.in_bits - 1)))
-        ptr = Signal(range(self.depth + 1))
-        total = Signal(self.sum_bits)
-        f = Signal(self.num_bits)
+        # ---- load: the row into its slot, its maximum -----------------------------------------
+        load = RowLoader(m, self.i, x_w, D, S, L, self.error)
+        loaded = loaded_with_max(m, load, self.in_bits, D, S, L)
 
-        # ---- phase 1: load --------------------------------------------------------------------
-        # each beat's maximum is registered, then folded into the row's a cycle later (off the
-        # accept path); the last beat's fold lands before the first exp read returns
-        lowest = Const(-(1 << (self.in_bits - 1)), signed(self.in_bits))
-        beat_max = Signal(signed(self.in_bits))
-        beat_seen = Signal()
-        m.d.sync += beat_seen.eq(0)
-        with m.If(beat_seen & (beat_max > rmax)):
-            m.d.sync += rmax.eq(beat_max)
-        this_beat = masked_max(m, lowest, [self.i.payload.data[n] for n in range(L)],
-                               self.i.payload.count, "beat_max")
-
-        # ---- phase 2 pipeline: read -> exp -> accumulate/store -------------------------------
-        rd_valid = Signal()                              # a read issued last cycle
-        rd_addr = Signal.like(ptr)
-        m.d.comb += [row_r.addr.eq(ptr), row_r.en.eq(1)]
-        x = [Signal(signed(self.x_bits), name=f"x{n}") for n in range(L)]
-        data_in = row_r.data
-        for n in range(L):
-            m.d.comb += x[n].eq(data_in[n * self.in_bits:(n + 1) * self.in_bits].as_signed()
-                                - rmax)
-        es = [self._exp(m, x[n], n) for n in range(L)]
-        # valid / address / count flags ride along the exp pipeline
-        tags = data.StructLayout({"valid": 1, "addr": unsigned(len(ptr)), "lastbeat": 1})
-        tag = Signal(tags)
-        m.d.comb += [tag.valid.eq(rd_valid), tag.addr.eq(rd_addr),
-                     tag.lastbeat.eq(rd_addr == beats - 1)]
+        # ---- exp pass: each row read back (never stalls), e = exp(x - max) stored in the
+        # e-buffer at the same address, summed ---------------------------------------------------
+        xs = RowReplay(m, x_r, loaded, L, "xs")
+        m.d.comb += xs.o.ready.eq(1)
+        xw = xs.o.payload
+        es = [self._exp(m, xw.data[n * self.in_bits:(n + 1) * self.in_bits].as_signed()
+                        - xw.row.max, n) for n in range(L)]
+        tags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "count": xw.count.shape(),
+                                  "addr": xw.row.base.shape(), "row": loaded.payload.shape()})
+        etag = Signal(tags)
+        m.d.comb += [etag.valid.eq(xs.o.valid), etag.first.eq(xw.index == 0),
+                     etag.last.eq(xw.last), etag.count.eq(xw.count),
+                     etag.addr.eq(xw.row.base + xw.index), etag.row.eq(xw.row)]
         for k in range(EXP_LATENCY):
-            nxt = Signal(tags, name=f"tag{k}")
-            m.d.sync += nxt.eq(tag)
-            tag = nxt
-        cnt_here = Mux(tag.lastbeat, last_count, L)
-        esum = Signal(self.sum_bits)                     # the beat's sum, one cycle later
-        m.d.sync += esum.eq(tree_sum([Mux(n < cnt_here, es[n], 0) for n in range(L)]))
-        sum_tag = Signal(tags)
-        m.d.sync += sum_tag.eq(tag)
-        m.d.comb += [e_w.addr.eq(tag.addr), e_w.data.eq(Cat(*[e[:self.e_bits] for e in es])),
-                     e_w.en.eq(tag.valid)]
+            etag = register(m, etag, f"etag{k}")
+        m.d.comb += [e_w.addr.eq(etag.addr), e_w.en.eq(etag.valid),
+                     e_w.data.eq(Cat(*[e[:self.e_bits] for e in es]))]
+        esum = register(m, tree_sum([Mux(n < etag.count, es[n], 0) for n in range(L)]), "esum")
+        stag = register(m, etag, "sum_tag")
+        total = Signal(self.sum_bits)
+        row_total = Mux(stag.first, 0, total) + esum
+        with m.If(stag.valid):
+            m.d.sync += total.eq(row_total)
+        summed_w, summed = descriptor_fifo(m, row_layout(D, S, L, total=unsigned(self.sum_bits)),
+                                           S, "summed")
+        m.d.comb += [summed_w.valid.eq(stag.valid & stag.last),
+                     *describe(summed_w.payload, stag.row, total=row_total)]
 
-        # ---- phase 4 datapath: e * f >> shift ---------------------------------------------------
+        # ---- one reciprocal per row (in copies that take rows in turn when it outlasts a row) ----
+        scaled = stream.Signature(row_layout(D, S, L, f=unsigned(self.f_bits))).create()
+
+        def reciprocal(name, i, o):
+            m.submodules[f"{name}_div"] = div = SequentialDivider(
+                self.num_bits, min(self.sum_bits, 64), bits_per_cycle=2,      # radix 4
+                quotient_bits=self.f_bits)
+            f = Signal(self.f_bits, name=f"{name}_f")
+            with row_stage(m, name, i, o) as row:
+                den = row.total
+                if self.mode == "ivit":
+                    den = Mux(row.total > (1 << 31) - 1, (1 << 31) - 1, row.total)
+                num = ((1 << 31) - 1) if self.mode == "ivit" else ((1 << prm.recip_bits) - 1)
+                call(m, div, "RUN", [div.i.payload.num.eq(num), div.i.payload.den.eq(den)],
+                     lambda q: [f.eq(q)], "OUT")
+            m.d.comb += describe(o.payload, row, f=f)
+
+        stage_copies(m, "recip", summed, scaled, self.recip_copies, reciprocal)
+
+        # ---- out: p = e * f >> shift, streamed with the row's framing ---------------------------
         shift = Signal(7)
         if self.mode == "ivit":
             m.d.comb += shift.eq(32 - prm.out_bits)
         else:
             m.d.comb += shift.eq(prm.recip_bits + 1 - prm.out_bits)
-        m.d.comb += [e_r.addr.eq(ptr), e_r.en.eq(0)]   # read ports default to enabled
         limit = Signal(16)
         m.d.comb += limit.eq((1 << (prm.out_bits - 1)[:5]) - 1)
-        # f = (2^M - 1) // sum with sum >= e(x = 0) = c0 >= 2^(guard - 1): f < 2^(M - guard + 1)
-        f_bits = self.num_bits if self.mode == "ivit" else self.num_bits - DYAD_GUARD + 1
-
-        def products(word):
-            return [word[n * self.e_bits:(n + 1) * self.e_bits] * f[:f_bits] for n in range(L)]
-
+        replay = RowReplay(m, e_r, scaled, L, "replay")
+        p = Pipeline(m, "out")
+        word, rf = replay.o.payload.data, replay.o.payload.row.f
+        ps = [p.stage(word[n * self.e_bits:(n + 1) * self.e_bits] * rf, f"prod{n}")
+              for n in range(L)]
         if self.mode == "ivit":
-            steps = [products, lambda ps: [(p >> shift)[:16] for p in ps]]
+            outs = [p.stage((q >> shift)[:16], f"p{n}") for n, q in enumerate(ps)]
         else:
-            steps = [products,
-                     lambda ps: [p >> (shift - 1)[:7] for p in ps],
-                     lambda hs: [(h + 1) >> 1 for h in hs],
-                     lambda rs: [Mux(r > limit, limit, r)[:16] for r in rs]]
-        out = RowEmitter(m, self.o, e_r, ptr, beats, last_count, L, steps)
-
-        with m.FSM():
-            with m.State("LOAD"):
-                with m.If(load_beats(m, self.i, row_w, ptr, self.depth, self.error, beats,
-                                     last_count, [beat_max.eq(this_beat),
-                                                  beat_seen.eq(1)])):
-                    m.d.sync += [ptr.eq(0), total.eq(0)]
-                    m.next = "EXP"
-            with m.State("EXP"):
-                # issue reads for every beat, then let the exp pipeline drain
-                with m.If(ptr < beats):
-                    m.d.sync += [ptr.eq(ptr + 1), rd_valid.eq(1), rd_addr.eq(ptr)]
-                with m.Else():
-                    m.d.sync += rd_valid.eq(0)
-                with m.If(sum_tag.valid):
-                    m.d.sync += total.eq(total + esum)
-                    with m.If(sum_tag.lastbeat):
-                        m.next = "DIV"
-            with m.State("DIV"):
-                den = total
-                if self.mode == "ivit":
-                    den = Mux(total > (1 << 31) - 1, (1 << 31) - 1, total)
-                num = ((1 << 31) - 1) if self.mode == "ivit" else (
-                    (1 << prm.recip_bits) - 1)
-                m.d.comb += [div.i.valid.eq(1), div.i.payload.num.eq(num),
-                             div.i.payload.den.eq(den)]
-                with m.If(div.i.ready):
-                    m.d.sync += ptr.eq(0)
-                    m.next = "WAIT"
-            with m.State("WAIT"):
-                m.d.comb += div.o.ready.eq(1)
-                with m.If(div.o.valid):
-                    m.d.sync += [f.eq(div.o.payload), ptr.eq(0)]
-                    m.next = "OUT"
-            with m.State("OUT"):
-                with m.If(out.run()):
-                    m.d.sync += rmax.eq(-(1 << (self.in_bits - 1)))
-                    m.next = "LOAD"
+            hs = [p.stage(q >> (shift - 1)[:7], f"half{n}") for n, q in enumerate(ps)]
+            rs = [p.stage((h + 1) >> 1, f"round{n}") for n, h in enumerate(hs)]
+            outs = [p.stage(Mux(r > limit, limit, r)[:16], f"p{n}") for n, r in enumerate(rs)]
+        depth = 2 if self.mode == "ivit" else 4
+        framed = p.delay(Cat(replay.o.payload.count, replay.o.payload.last), depth, "framing")
+        m.d.comb += [Cat(self.o.payload.count, self.o.payload.last).eq(framed),
+                     *[self.o.payload.data[n].eq(v) for n, v in enumerate(outs)]]
+        p.connect(replay.o, self.o, depth)
+        m.d.comb += load.release.eq(replay.done)
         return m

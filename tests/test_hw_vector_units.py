@@ -33,6 +33,29 @@ def test_divider(nb, db, radix_bits):
     assert got == [n // d if d else (1 << nb) - 1 for n, d in cases]
 
 
+@pytest.mark.parametrize("radix_bits", [1, 2])
+@pytest.mark.parametrize("nb, db, qb", [(62, 40, 47), (31, 31, 31), (28, 11, 16), (8, 4, 3)])
+def test_divider_quotient_bound(nb, db, qb, radix_bits):
+    """With ``quotient_bits`` the leading quotient bits are skipped: exact for every division whose
+    quotient is below ``2^qb`` (the largest such numerator, the smallest denominators)."""
+    rnd = random.Random(nb + qb)
+    cases = []
+    for _ in range(40):
+        den = rnd.choice([1, 2, 3, (1 << db) - 1, rnd.randrange(1, 1 << db)])
+        top = min((1 << nb) - 1, den * (1 << qb) - 1)       # largest num with num // den < 2^qb
+        cases.append((rnd.choice([top, 0, rnd.randrange(top + 1)]), den))
+    dut, got = SequentialDivider(nb, db, radix_bits, quotient_bits=qb), []
+
+    async def producer(ctx):
+        await feed(ctx, dut.i, [{"num": n, "den": d} for n, d in cases], rnd, 0.3)
+
+    async def consumer(ctx):
+        got.extend(await drain(ctx, dut.o, len(cases), rnd, 0.3))
+
+    simulate(dut, producer, consumer)
+    assert got == [n // d for n, d in cases]
+
+
 def _rows_through(dut, rows, lanes, params, stall, seed=0):
     rnd = random.Random(seed)
     beats = []
@@ -121,13 +144,14 @@ def test_layernorm_unit(mode, lanes, length, in_bits):
         assert g == intops.layernorm_normalize(row, mode=mode)[0].tolist()
 
 
+@pytest.mark.parametrize("per_cycle", [1, 2])
 @pytest.mark.parametrize("bits", [2, 9, 45, 62])
-def test_isqrt_unit(bits):
+def test_isqrt_unit(bits, per_cycle):
     from hw.isqrt import SequentialSqrt
     rnd = random.Random(bits)
     cases = [c for c in (0, 1, 2, 3, 4, (1 << bits) - 1) if c < 1 << bits]
     cases += [rnd.randrange(1 << bits) for _ in range(30)]
-    dut, got = SequentialSqrt(bits), []
+    dut, got = SequentialSqrt(bits, per_cycle), []
 
     async def producer(ctx):
         await feed(ctx, dut.i, cases, rnd, 0.3)
