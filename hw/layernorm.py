@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
-from .pipeline import Pipeline, register, tree_sum, vector_layout
+from .pipeline import Pipeline, register, tree_levels, tree_sum, vector_layout
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -49,6 +49,9 @@ __all__ = ["LayerNorm", "OUT_BITS"]
 
 OUT_BITS = 32
 IVIT_NEWTON_STEPS = 10
+# one root bit per cycle: two chained steps (add, compare, subtract on 48 bits) limited the unit to
+# 54 MHz; the stage's copies make up for the longer latency
+ROOT_BITS_PER_CYCLE = 1
 
 
 class LayerNorm(wiring.Component):
@@ -68,7 +71,7 @@ class LayerNorm(wiring.Component):
         # cycles per row of each stage (rows overlap their stages): take the descriptor, hand
         # over operands, the engine, offer the result (+ the mean's rounding and variance states)
         stages = ([SequentialDivider.cycles(in_bits, 2) + 7]
-                  + ([SequentialSqrt.cycles(vb, 2) + 3] if mode == "dyad" else
+                  + ([SequentialSqrt.cycles(vb, ROOT_BITS_PER_CYCLE) + 3] if mode == "dyad" else
                      [SequentialDivider.cycles(vb, 2) + 3] * IVIT_NEWTON_STEPS)
                   + [SequentialDivider.cycles(31, 2) + 3])
         self.stage_copies = [-(-c // self.depth) for c in stages]
@@ -90,9 +93,15 @@ class LayerNorm(wiring.Component):
         beat = load.beat
         live = [Mux(n < beat.count, beat.data[n], 0) for n in range(L)]
         squares = [register(m, x * x, f"square{n}") for n, x in enumerate(live)]
-        beat_sum = register(m, register(m, tree_sum(live), "beat_sum0"), "beat_sum")
-        square_sum = register(m, tree_sum(squares), "square_sum")
-        tag = register(m, register(m, beat, "sums_tag0"), "sums_tag")
+        # adder trees registered at every level, the beat's tag alongside
+        def reg(v, name):
+            return register(m, v, name)
+
+        beat_sum = tree_sum([reg(x, f"live{n}") for n, x in enumerate(live)], stage=reg)
+        square_sum = tree_sum(squares, stage=reg)
+        tag = beat
+        for k in range(tree_levels(L) + 1):
+            tag = reg(tag, f"sums_tag{k}")
         total = Signal(signed(self.sum_bits))
         sumsq = Signal(vb)
         n_elems = Signal(n_bits)
@@ -151,7 +160,7 @@ class LayerNorm(wiring.Component):
 
         def root(name, i, o):
             """dyad: std = max(isqrt(var), 1), exact."""
-            m.submodules[f"{name}_sqrt"] = sqrt = SequentialSqrt(vb, bits_per_cycle=2)
+            m.submodules[f"{name}_sqrt"] = sqrt = SequentialSqrt(vb, ROOT_BITS_PER_CYCLE)
             std = Signal(vb, name=f"{name}_std")
             with row_stage(m, name, i, o) as row:
                 call(m, sqrt, "RUN", [sqrt.i.payload.eq(row.var)],

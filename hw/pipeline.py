@@ -10,7 +10,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "masked_max",
-           "tree_sum"]
+           "tree_sum", "tree_levels"]
 
 
 def wire(m: Module, value, name: str):
@@ -30,25 +30,39 @@ def register(m: Module, value, name: str):
     return reg
 
 
-def masked_max(m: Module, start, values, count, name: str):
+def tree_levels(n: int) -> int:
+    """Levels of a balanced binary tree over ``n`` leaves."""
+    return max(0, (n - 1).bit_length())
+
+
+def masked_max(m: Module, start, values, count, name: str, stage=None):
     """Maximum of ``start`` and the first ``count`` of ``values``, as a balanced tree of
-    comparisons (depth ``ceil(log2(n + 1))``; one signal per node)."""
+    comparisons (depth :func:`tree_levels` of ``n + 1``; one signal per node). ``stage(value,
+    name)``, when given, registers every level (a new maximum each cycle, that many cycles
+    later)."""
     level = [start] + [Mux(n < count, v, start) for n, v in enumerate(values)]
     depth = 0
     while len(level) > 1:
         level = [wire(m, Mux(level[k + 1] > level[k], level[k + 1], level[k]),
                       f"{name}{depth}_{k // 2}") if k + 1 < len(level) else level[k]
                  for k in range(0, len(level), 2)]
+        if stage is not None:
+            level = [stage(v, f"{name}{depth}_{k}_q") for k, v in enumerate(level)]
         depth += 1
     return level[0]
 
 
-def tree_sum(values):
-    """The sum of ``values`` as a balanced adder tree (depth ``ceil(log2 n)``, not ``n``)."""
+def tree_sum(values, stage=None):
+    """The sum of ``values`` as a balanced adder tree (depth :func:`tree_levels`, not ``n``).
+    ``stage(value, name)``, when given, registers every level."""
     values = list(values)
+    depth = 0
     while len(values) > 1:
         values = [values[k] + values[k + 1] if k + 1 < len(values) else values[k]
                   for k in range(0, len(values), 2)]
+        if stage is not None:
+            values = [stage(v, f"sum{depth}_{k}") for k, v in enumerate(values)]
+        depth += 1
     return values[0]
 
 

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream
 
-from .pipeline import count_shape, masked_max, register
+from .pipeline import count_shape, masked_max, register, tree_levels
 from .rowparallel import round_robin
 
 __all__ = ["ring_slots", "row_layout", "describe", "descriptor_fifo", "RowLoader", "RowReplay",
@@ -110,12 +110,14 @@ class RowLoader:
 def loaded_with_max(m: Module, load: RowLoader, width: int, depth: int, slots: int,
                     lanes: int):
     """The loaded rows' descriptors with their maximum ``max`` (signed ``width``), as a stream:
-    each beat's maximum is a registered tree, folded into the row's a cycle later."""
+    each beat's maximum is a tree registered at every level, folded into the row's after it."""
     lowest = Const(-(1 << (width - 1)), signed(width))
     beat = load.beat
-    beat_max = register(m, masked_max(m, lowest, [beat.data[n] for n in range(lanes)],
-                                      beat.count, "beat_max"), "beat_max")
-    tag = register(m, beat, "max_tag")
+    beat_max = masked_max(m, lowest, [beat.data[n] for n in range(lanes)], beat.count,
+                          "beat_max", stage=lambda v, name: register(m, v, name))
+    tag = beat
+    for k in range(tree_levels(lanes + 1)):
+        tag = register(m, tag, f"max_tag{k}")
     row_max = Signal(signed(width))
     running = Mux(tag.first | (beat_max > row_max), beat_max, row_max)
     with m.If(tag.valid):

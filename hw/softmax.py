@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
-from .pipeline import Pipeline, register, tree_sum, vector_layout
+from .pipeline import Pipeline, register, tree_levels, tree_sum, vector_layout
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -160,8 +160,12 @@ class Shiftmax(wiring.Component):
             etag = register(m, etag, f"etag{k}")
         m.d.comb += [e_w.addr.eq(etag.addr), e_w.en.eq(etag.valid),
                      e_w.data.eq(Cat(*[e[:self.e_bits] for e in es]))]
-        esum = register(m, tree_sum([Mux(n < etag.count, es[n], 0) for n in range(L)]), "esum")
-        stag = register(m, etag, "sum_tag")
+        # the beat's sum: an adder tree registered at every level
+        esum = tree_sum([register(m, Mux(n < etag.count, es[n], 0), f"e_live{n}")
+                         for n in range(L)], stage=lambda v, name: register(m, v, name))
+        stag = etag
+        for k in range(tree_levels(L) + 1):
+            stag = register(m, stag, f"sum_tag{k}")
         total = Signal(self.sum_bits)
         row_total = Mux(stag.first, 0, total) + esum
         with m.If(stag.valid):
