@@ -28,7 +28,7 @@ from pathlib import Path
 from hw.config import DEVICES, AcceleratorConfig, ConfigError
 from hw.link import LinkParams
 
-from .report import ROUTER, ToolError, run_tool, run_yosys
+from .report import ROUTER, ToolError, run_tool, run_yosys, tool_path
 
 __all__ = ["Board", "BOARDS", "BAUD", "board_link", "check_estimate", "build_board"]
 
@@ -170,7 +170,8 @@ def make_pll(board: Board, platform, core_hz: int, workdir: Path):
         pattern, ports = r"Achieved output frequency:\s+([\d.]+) MHz", ("clock_in", "clock_out")
     try:
         # YoWASP tools see the working directory only: write the file there
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+        proc = subprocess.run([tool_path(cmd[0]), *cmd[1:]], capture_output=True, text=True,
+                              cwd=workdir)
     except FileNotFoundError:
         raise ToolError(f"{cmd[0]} not found: pip install the project") from None
     found = re.search(pattern, proc.stdout + proc.stderr + (path.read_text()

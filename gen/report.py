@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -63,8 +64,18 @@ def _tool(name: str) -> str:
     return os.environ.get(env[name], f"yowasp-{name}")
 
 
+def tool_path(exe: str) -> str:
+    """``exe`` from ``PATH``, else from this interpreter's scripts folder, where ``pip install``
+    put the YoWASP tools (a virtual environment used without activating it)."""
+    if shutil.which(exe):
+        return exe
+    local = Path(sys.executable).parent / exe
+    return str(local) if local.exists() else exe
+
+
 def run_tool(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) -> float:
     """Run ``cmd`` in ``cwd``, teeing output to ``logfile``; progress lines every few seconds."""
+    cmd = [tool_path(cmd[0]), *cmd[1:]]
     t0 = time.perf_counter()
     last = ["starting"]
     with open(logfile, "w") as lf:
