@@ -70,7 +70,7 @@ class LayerNorm(wiring.Component):
         vb = self.var_bits
         # cycles per row of each stage (rows overlap their stages): take the descriptor, hand
         # over operands, the engine, offer the result (+ the mean's rounding and variance states)
-        stages = ([SequentialDivider.cycles(in_bits, 2) + 7]
+        stages = ([SequentialDivider.cycles(in_bits, 2) + 9]
                   + ([SequentialSqrt.cycles(vb, ROOT_BITS_PER_CYCLE) + 3] if mode == "dyad" else
                      [SequentialDivider.cycles(vb, 2) + 3] * IVIT_NEWTON_STEPS)
                   + [SequentialDivider.cycles(31, 2) + 3])
@@ -135,6 +135,8 @@ class LayerNorm(wiring.Component):
             rem = Signal(self.sum_bits, name=f"{name}_rem")
             mean = Signal(signed(W + 1), name=f"{name}_mean")
             d = Signal(signed(n_bits + 1), name=f"{name}_d")
+            sd = Signal(signed(self.sum_bits + 1), name=f"{name}_sd")      # total + d
+            msd = Signal(signed(vb + 1), name=f"{name}_msd")                 # mean * (total + d)
             var = Signal(vb, name=f"{name}_var")
             with row_stage(m, name, i, o) as row:
                 neg = row.total < 0
@@ -152,9 +154,16 @@ class LayerNorm(wiring.Component):
                     off = rem - Mux(up, row.n, 0)                 # |total| - n * |mean|
                     m.d.sync += [mean.eq(Mux(neg, -(q0 + up), q0 + up)),
                                  d.eq(Mux(neg, -off, off))]
+                    m.next = "SUM"
+                # one operation per state (the sum, product and difference in one cycle: 18 ns)
+                with m.State("SUM"):
+                    m.d.sync += sd.eq(row.total + d)
+                    m.next = "SCALE"
+                with m.State("SCALE"):
+                    m.d.sync += msd.eq(mean * sd)
                     m.next = "VARIANCE"
                 with m.State("VARIANCE"):
-                    m.d.sync += var.eq(row.sumsq - mean * (row.total + d))
+                    m.d.sync += var.eq(row.sumsq - msd)
                     m.next = "OUT"
             m.d.comb += describe(o.payload, row, mean=mean, var=var)
 
