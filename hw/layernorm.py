@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
-from .pipeline import Pipeline, register, tree_levels, tree_sum, vector_layout
+from .pipeline import Pipeline, register, split_product, tree_levels, tree_sum, vector_layout
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -222,9 +222,10 @@ class LayerNorm(wiring.Component):
         ys = [p.stage(src.data[n * W:(n + 1) * W].as_signed() - src.row.mean, f"y{n}")
               for n in range(L)]
         fd = p.stage(src.row.f, "f")
-        outs = [p.stage(((y * fd) >> 1)[:OUT_BITS], f"out{n}") for n, y in enumerate(ys)]
-        framed = p.delay(Cat(src.count, src.last), 2, "framing")
+        outs = [(split_product(p.stage, y, fd, f"out{n}") >> 1)[:OUT_BITS]
+                for n, y in enumerate(ys)]
+        framed = p.delay(Cat(src.count, src.last), 3, "framing")
         m.d.comb += [Cat(self.o.payload.count, self.o.payload.last).eq(framed),
                      *[self.o.payload.data[n].eq(v) for n, v in enumerate(outs)]]
-        p.connect(replay.o, self.o, 2)
+        p.connect(replay.o, self.o, 3)
         return m

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Elaboratable, Module, Mux, Signal, signed
 
+from .pipeline import tree_sum
+
 __all__ = ["PipelinedMultiplier", "LATENCY"]
 
 LATENCY = 2
@@ -42,7 +44,7 @@ class PipelinedMultiplier(Elaboratable):
         terms = _booth_terms(a, b)
         half = (len(terms) + 1) // 2
         lo, hi = Signal.like(self.p), Signal.like(self.p)
-        m.d.sync += [lo.eq(_tree_sum(terms[:half])), hi.eq(_tree_sum(terms[half:]))]
+        m.d.sync += [lo.eq(tree_sum(terms[:half])), hi.eq(tree_sum(terms[half:]))]
         m.d.sync += self.p.eq(lo + hi)
         return m
 
@@ -64,13 +66,3 @@ def _booth_terms(a, b):
         correction = correction | (hi << (2 * i)) if i else hi
     terms.append(correction)
     return terms
-
-
-def _tree_sum(values):
-    values = list(values)
-    if not values:
-        return 0
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]

@@ -10,7 +10,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "masked_max",
-           "tree_sum", "tree_levels"]
+           "tree_sum", "tree_levels", "split_product"]
 
 
 def wire(m: Module, value, name: str):
@@ -64,6 +64,18 @@ def tree_sum(values, stage=None):
             values = [stage(v, f"sum{depth}_{k}") for k, v in enumerate(values)]
         depth += 1
     return values[0]
+
+
+def split_product(stage, a, b, name: str, width: int = 18):
+    """``a * b`` in two registered steps, for a ``b`` wider than one DSP port: the partial products
+    ``a * b[k*width : (k+1)*width]`` (one hardware multiplier each, nothing after it in the
+    cycle), then their shifted sum. ``stage(value, name)`` registers a value (a ``Pipeline``'s or a
+    free-running one)."""
+    chunks = [b[k:k + width] for k in range(0, len(b), width)]
+    if b.shape().signed:
+        chunks[-1] = chunks[-1].as_signed()
+    parts = [stage(a * c, f"{name}_pp{k}") for k, c in enumerate(chunks)]
+    return stage(tree_sum(part << (k * width) for k, part in enumerate(parts)), name)
 
 
 def count_shape(lanes: int):

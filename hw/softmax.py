@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
-from .pipeline import Pipeline, register, tree_levels, tree_sum, vector_layout
+from .pipeline import Pipeline, register, split_product, tree_levels, tree_sum, vector_layout
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -205,15 +205,15 @@ class Shiftmax(wiring.Component):
         replay = RowReplay(m, e_r, scaled, L, "replay")
         p = Pipeline(m, "out")
         word, rf = replay.o.payload.data, replay.o.payload.row.f
-        ps = [p.stage(word[n * self.e_bits:(n + 1) * self.e_bits] * rf, f"prod{n}")
-              for n in range(L)]
+        ps = [split_product(p.stage, word[n * self.e_bits:(n + 1) * self.e_bits], rf,
+                            f"prod{n}") for n in range(L)]
         if self.mode == "ivit":
             outs = [p.stage((q >> shift)[:16], f"p{n}") for n, q in enumerate(ps)]
         else:
             hs = [p.stage(q >> (shift - 1)[:7], f"half{n}") for n, q in enumerate(ps)]
             rs = [p.stage((h + 1) >> 1, f"round{n}") for n, h in enumerate(hs)]
             outs = [p.stage(Mux(r > limit, limit, r)[:16], f"p{n}") for n, r in enumerate(rs)]
-        depth = 2 if self.mode == "ivit" else 4
+        depth = 3 if self.mode == "ivit" else 5
         framed = p.delay(Cat(replay.o.payload.count, replay.o.payload.last), depth, "framing")
         m.d.comb += [Cat(self.o.payload.count, self.o.payload.last).eq(framed),
                      *[self.o.payload.data[n].eq(v) for n, v in enumerate(outs)]]
