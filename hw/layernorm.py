@@ -91,16 +91,18 @@ class LayerNorm(wiring.Component):
         # ---- load: the row into its slot; its sum, sum of squares and length --------------------
         load = RowLoader(m, self.i, row_w, D, S, L, self.error)
         beat = load.beat
-        live = [Mux(n < beat.count, beat.data[n], 0) for n in range(L)]
-        squares = [register(m, x * x, f"square{n}") for n, x in enumerate(live)]
-        # adder trees registered at every level, the beat's tag alongside
+
+        # the masked lanes registered, their squares registered (the multiplier alone in its
+        # cycle), then adder trees registered at every level; the beat's tag alongside
         def reg(v, name):
             return register(m, v, name)
 
-        beat_sum = tree_sum([reg(x, f"live{n}") for n, x in enumerate(live)], stage=reg)
+        live = [reg(Mux(n < beat.count, beat.data[n], 0), f"live{n}") for n in range(L)]
+        squares = [reg(x * x, f"square{n}") for n, x in enumerate(live)]
+        beat_sum = reg(tree_sum(live, stage=reg), "beat_sum")
         square_sum = tree_sum(squares, stage=reg)
         tag = beat
-        for k in range(tree_levels(L) + 1):
+        for k in range(tree_levels(L) + 2):
             tag = reg(tag, f"sums_tag{k}")
         total = Signal(signed(self.sum_bits))
         sumsq = Signal(vb)

@@ -56,7 +56,7 @@ def test_divider_quotient_bound(nb, db, qb, radix_bits):
     assert got == [n // d for n, d in cases]
 
 
-def _rows_through(dut, rows, lanes, params, stall, seed=0):
+def _rows_through(dut, rows, lanes, params, stall, seed=0, error=None):
     rnd = random.Random(seed)
     beats = []
     for row in rows:
@@ -73,6 +73,8 @@ def _rows_through(dut, rows, lanes, params, stall, seed=0):
     async def consumer(ctx):
         for row in await drain(ctx, dut.o, len(rows), rnd, stall, until_last=True):
             got.append([v for beat in row for v in list(beat.data)[:beat.count]])
+        if error is not None:
+            error.append(ctx.get(dut.error))
 
     simulate(dut, producer, consumer)
     return got
@@ -176,3 +178,33 @@ def test_shiftgelu_unit(lanes, length, in_bits, scale):
                         sg_params(scale), 0.3)
     for row, g in zip(rows, got):
         assert g == intops.shift_gelu(row, scale, mode="ivit")[0].tolist()
+
+
+@pytest.mark.parametrize("unit", ["shiftmax", "layernorm", "shiftgelu"])
+def test_row_units_survive_overlong_rows(unit):
+    """A row longer than ``max_row`` sets the sticky ``error``, comes out truncated to its slot
+    (never overrunning the next row's), and the rows around it stay bit-exact."""
+    from hw.layernorm import LayerNorm
+    from hw.shiftgelu import ShiftGelu
+    lanes, max_row = 4, 8
+    rng = np.random.default_rng(7)
+    rows = [rng.integers(-128, 128, n) for n in (8, 14, 5, 8, 8)]
+    if unit == "shiftmax":
+        dut, params = Shiftmax(mode="dyad", lanes=lanes, max_row=max_row), \
+            softmax_params("dyad", 0.05, 8, 16)
+        golden = [intops.shiftmax(r, 0.05, out_bits=16, mode="dyad")[0].tolist()
+                  for r in rows]
+    elif unit == "layernorm":
+        dut, params = LayerNorm(mode="dyad", lanes=lanes, in_bits=8, max_row=max_row), None
+        golden = [intops.layernorm_normalize(r, mode="dyad")[0].tolist() for r in rows]
+    else:
+        dut, params = ShiftGelu(lanes=lanes, max_row=max_row), sg_params(0.1)
+        golden = [intops.shift_gelu(r, 0.1, mode="ivit")[0].tolist() for r in rows]
+    error = []
+    got = _rows_through(dut, rows, lanes, params, 0.3, error=error)
+    assert error == [1]
+    assert len(got) == len(rows) and len(got[1]) <= max_row
+    for k in (0, 3, 4):
+        assert got[k] == golden[k], f"row {k}"
+    if unit != "shiftmax":            # a 5-element row's dyad constants differ from the 8's
+        assert got[2] == golden[2]
