@@ -51,7 +51,7 @@ __all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"
 IVIT_N = 15
 DYAD_FRAC = 12          # gen.intops.EXP2_FRAC_BITS
 DYAD_GUARD = 16         # gen.intops.EXP2_GUARD
-EXP_LATENCY = 7         # read -> exponential result, cycles
+EXP_LATENCY = 9         # read -> exponential result, cycles
 
 
 def params_layout(mode: str) -> data.StructLayout:
@@ -114,11 +114,12 @@ class Shiftmax(wiring.Component):
 
         xr = reg(x, "xr")                             # the buffer read, registered
         if self.mode == "dyad":
-            v = reg(reg(xr * prm.mul, "xm") >> prm.mul_shift, "v")
+            # the two wide products as registered partial products, then their sums
+            v = reg(split_product(reg, xr, prm.mul, f"xm_{n}") >> prm.mul_shift, "v")
             octave = reg(-(v >> DYAD_FRAC), "oct")
             t = reg(v[:DYAD_FRAC], "t")
-            u = reg((prm.c2 * t) >> DYAD_FRAC, "u")
-            octave2, t2 = reg(octave, "oct2"), reg(t, "t2")
+            u = split_product(reg, t, prm.c2, f"c2t_{n}") >> DYAD_FRAC    # registered sum
+            octave2, t2 = reg(reg(octave, "oct1"), "oct2"), reg(reg(t, "t1"), "t2")
             w = reg(((prm.c1 + u)[:18].as_signed() * t2) >> DYAD_FRAC, "w")
             octave3 = reg(octave2, "oct3")
             P = prm.c0 + w
