@@ -49,9 +49,10 @@ __all__ = ["LayerNorm", "OUT_BITS"]
 
 OUT_BITS = 32
 IVIT_NEWTON_STEPS = 10
-# one root bit per cycle: two chained steps (add, compare, subtract on 48 bits) limited the unit to
-# 54 MHz; the stage's copies make up for the longer latency
-ROOT_BITS_PER_CYCLE = 1
+# one result bit per cycle for the mean, root and reciprocal engines: two chained steps (compare,
+# subtract on 31-48 bits) limited the unit to 54 MHz (root) and 69 MHz (reciprocal); the stages'
+# copies make up for the longer latency. ivit's ten Newton dividers stay radix 4 (area).
+ENGINE_BITS_PER_CYCLE = 1
 
 
 class LayerNorm(wiring.Component):
@@ -70,10 +71,10 @@ class LayerNorm(wiring.Component):
         vb = self.var_bits
         # cycles per row of each stage (rows overlap their stages): take the descriptor, hand
         # over operands, the engine, offer the result (+ the mean's rounding and variance states)
-        stages = ([SequentialDivider.cycles(in_bits, 2) + 9]
-                  + ([SequentialSqrt.cycles(vb, ROOT_BITS_PER_CYCLE) + 3] if mode == "dyad" else
+        stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 9]
+                  + ([SequentialSqrt.cycles(vb, ENGINE_BITS_PER_CYCLE) + 3] if mode == "dyad" else
                      [SequentialDivider.cycles(vb, 2) + 3] * IVIT_NEWTON_STEPS)
-                  + [SequentialDivider.cycles(31, 2) + 3])
+                  + [SequentialDivider.cycles(31, ENGINE_BITS_PER_CYCLE) + 3])
         self.stage_copies = [-(-c // self.depth) for c in stages]
         self.slots = ring_slots(sum(stages) + 8, self.depth)
         super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
@@ -132,7 +133,7 @@ class LayerNorm(wiring.Component):
             """mean = round_half_even(total / n) from the remainder; with d = total - n * mean
             (|d| <= n / 2), var = sumsq - mean * (total + d) = sum((x - mean)^2) exactly."""
             m.submodules[f"{name}_div"] = div = SequentialDivider(
-                self.sum_bits, n_bits, bits_per_cycle=2, quotient_bits=W)
+                self.sum_bits, n_bits, ENGINE_BITS_PER_CYCLE, quotient_bits=W)
             q0, qn = Signal(W, name=f"{name}_q0"), Signal(self.sum_bits, name=f"{name}_qn")
             rem = Signal(self.sum_bits, name=f"{name}_rem")
             mean = Signal(signed(W + 1), name=f"{name}_mean")
@@ -171,7 +172,7 @@ class LayerNorm(wiring.Component):
 
         def root(name, i, o):
             """dyad: std = max(isqrt(var), 1), exact."""
-            m.submodules[f"{name}_sqrt"] = sqrt = SequentialSqrt(vb, ROOT_BITS_PER_CYCLE)
+            m.submodules[f"{name}_sqrt"] = sqrt = SequentialSqrt(vb, ENGINE_BITS_PER_CYCLE)
             std = Signal(vb, name=f"{name}_std")
             with row_stage(m, name, i, o) as row:
                 call(m, sqrt, "RUN", [sqrt.i.payload.eq(row.var)],
@@ -193,7 +194,7 @@ class LayerNorm(wiring.Component):
 
         def reciprocal(name, i, o):
             """f = (2^31 - 1) // std."""
-            m.submodules[f"{name}_div"] = div = SequentialDivider(31, vb, bits_per_cycle=2)
+            m.submodules[f"{name}_div"] = div = SequentialDivider(31, vb, ENGINE_BITS_PER_CYCLE)
             f = Signal(31, name=f"{name}_f")
             with row_stage(m, name, i, o) as row:
                 call(m, div, "RUN", [div.i.payload.num.eq((1 << 31) - 1),
