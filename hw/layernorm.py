@@ -71,7 +71,7 @@ class LayerNorm(wiring.Component):
         vb = self.var_bits
         # cycles per row of each stage (rows overlap their stages): take the descriptor, hand
         # over operands, the engine, offer the result (+ the mean's rounding and variance states)
-        stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 9]
+        stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 10]
                   + ([SequentialSqrt.cycles(vb, ENGINE_BITS_PER_CYCLE) + 3] if mode == "dyad" else
                      [SequentialDivider.cycles(vb, 2) + 3] * IVIT_NEWTON_STEPS)
                   + [SequentialDivider.cycles(31, ENGINE_BITS_PER_CYCLE) + 3])
@@ -136,6 +136,7 @@ class LayerNorm(wiring.Component):
                 self.sum_bits, n_bits, ENGINE_BITS_PER_CYCLE, quotient_bits=W)
             q0, qn = Signal(W, name=f"{name}_q0"), Signal(self.sum_bits, name=f"{name}_qn")
             rem = Signal(self.sum_bits, name=f"{name}_rem")
+            up = Signal(name=f"{name}_up")                  # round the quotient up
             mean = Signal(signed(W + 1), name=f"{name}_mean")
             d = Signal(signed(n_bits + 1), name=f"{name}_d")
             sd = Signal(signed(self.sum_bits + 1), name=f"{name}_sd")      # total + d
@@ -153,7 +154,9 @@ class LayerNorm(wiring.Component):
                     m.d.sync += rem.eq(mag - qn)
                     m.next = "ROUND"
                 with m.State("ROUND"):
-                    up = ((rem << 1) > row.n) | (((rem << 1) == row.n) & q0[0])
+                    m.d.sync += up.eq(((rem << 1) > row.n) | (((rem << 1) == row.n) & q0[0]))
+                    m.next = "SIGN"
+                with m.State("SIGN"):
                     off = rem - Mux(up, row.n, 0)                 # |total| - n * |mean|
                     m.d.sync += [mean.eq(Mux(neg, -(q0 + up), q0 + up)),
                                  d.eq(Mux(neg, -off, off))]

@@ -51,7 +51,7 @@ __all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"
 IVIT_N = 15
 DYAD_FRAC = 12          # gen.intops.EXP2_FRAC_BITS
 DYAD_GUARD = 16         # gen.intops.EXP2_GUARD
-EXP_LATENCY = 9         # read -> exponential result, cycles
+EXP_LATENCY = 10        # read -> exponential result, cycles
 
 
 def params_layout(mode: str) -> data.StructLayout:
@@ -120,8 +120,9 @@ class Shiftmax(wiring.Component):
             t = reg(v[:DYAD_FRAC], "t")
             u = split_product(reg, t, prm.c2, f"c2t_{n}") >> DYAD_FRAC    # registered sum
             octave2, t2 = reg(reg(octave, "oct1"), "oct2"), reg(reg(t, "t1"), "t2")
-            w = reg(((prm.c1 + u)[:18].as_signed() * t2) >> DYAD_FRAC, "w")
-            octave3 = reg(octave2, "oct3")
+            c1u = reg((prm.c1 + u)[:18].as_signed(), "c1u")        # the sum before the product
+            octave3, t3 = reg(reg(octave2, "oct3"), "oct4"), reg(t2, "t3")
+            w = reg((c1u * t3) >> DYAD_FRAC, "w")
             P = prm.c0 + w
             return reg(Mux(octave3 > DYAD_GUARD, 0, P >> octave3[:5]), "e")
         # ivit: the four shift-exponential stages, then registers to match the dyad latency
