@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
-from .pipeline import Pipeline, register, split_product, tree_levels, tree_sum, vector_layout
+from .pipeline import Pipeline, delay, register, split_product, tree_levels, tree_sum, vector_layout
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -102,9 +102,7 @@ class LayerNorm(wiring.Component):
         squares = [reg(x * x, f"square{n}") for n, x in enumerate(live)]
         beat_sum = reg(tree_sum(live, stage=reg), "beat_sum")
         square_sum = tree_sum(squares, stage=reg)
-        tag = beat
-        for k in range(tree_levels(L) + 2):
-            tag = reg(tag, f"sums_tag{k}")
+        tag = delay(m, beat, tree_levels(L) + 2, "sums_tag")
         total = Signal(signed(self.sum_bits))
         sumsq = Signal(vb)
         n_elems = Signal(n_bits)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 
-__all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "masked_max",
+__all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "masked_max",
            "tree_sum", "tree_levels", "split_product"]
 
 
@@ -28,6 +28,14 @@ def register(m: Module, value, name: str):
     reg = Signal(value.shape(), name=name)
     m.d.sync += reg.eq(value)
     return reg
+
+
+def delay(m: Module, value, n: int, name: str):
+    """``value`` ``n`` cycles later, through free-running registers (tags riding along a
+    datapath that never stalls)."""
+    for k in range(n):
+        value = register(m, value, f"{name}{k}")
+    return value
 
 
 def tree_levels(n: int) -> int:

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream
 
-from .pipeline import count_shape, masked_max, register, tree_levels
+from .pipeline import count_shape, delay, masked_max, register, tree_levels
 from .rowparallel import round_robin
 
 __all__ = ["ring_slots", "row_layout", "describe", "descriptor_fifo", "RowLoader", "RowReplay",
@@ -115,9 +115,7 @@ def loaded_with_max(m: Module, load: RowLoader, width: int, depth: int, slots: i
     beat = load.beat
     beat_max = masked_max(m, lowest, [beat.data[n] for n in range(lanes)], beat.count,
                           "beat_max", stage=lambda v, name: register(m, v, name))
-    tag = beat
-    for k in range(tree_levels(lanes + 1)):
-        tag = register(m, tag, f"max_tag{k}")
+    tag = delay(m, beat, tree_levels(lanes + 1), "max_tag")
     row_max = Signal(signed(width))
     running = Mux(tag.first | (beat_max > row_max), beat_max, row_max)
     with m.If(tag.valid):

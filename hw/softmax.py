@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
-from .pipeline import Pipeline, register, split_product, tree_levels, tree_sum, vector_layout
+from .pipeline import Pipeline, delay, register, split_product, tree_levels, tree_sum, vector_layout
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -127,9 +127,7 @@ class Shiftmax(wiring.Component):
             return reg(Mux(octave3 > DYAD_GUARD, 0, P >> octave3[:5]), "e")
         # ivit: the four shift-exponential stages, then registers to match the dyad latency
         e = shift_exp(m, reg, xr, prm.x0, IVIT_N, f"sx{n}")
-        for k in range(EXP_LATENCY - 1 - shift_exp_stages):
-            e = reg(e, f"e_ivit{k}")
-        return e
+        return delay(m, e, EXP_LATENCY - 1 - shift_exp_stages, f"e_ivit{n}_")
 
     def elaborate(self, platform):
         m = Module()
@@ -158,16 +156,13 @@ class Shiftmax(wiring.Component):
         m.d.comb += [etag.valid.eq(xs.o.valid), etag.first.eq(xw.index == 0),
                      etag.last.eq(xw.last), etag.count.eq(xw.count),
                      etag.addr.eq(xw.row.base + xw.index), etag.row.eq(xw.row)]
-        for k in range(EXP_LATENCY):
-            etag = register(m, etag, f"etag{k}")
+        etag = delay(m, etag, EXP_LATENCY, "etag")
         m.d.comb += [e_w.addr.eq(etag.addr), e_w.en.eq(etag.valid),
                      e_w.data.eq(Cat(*[e[:self.e_bits] for e in es]))]
         # the beat's sum: an adder tree registered at every level
         esum = tree_sum([register(m, Mux(n < etag.count, es[n], 0), f"e_live{n}")
                          for n in range(L)], stage=lambda v, name: register(m, v, name))
-        stag = etag
-        for k in range(tree_levels(L) + 1):
-            stag = register(m, stag, f"sum_tag{k}")
+        stag = delay(m, etag, tree_levels(L) + 1, "sum_tag")
         total = Signal(self.sum_bits)
         row_total = Mux(stag.first, 0, total) + esum
         with m.If(stag.valid):
