@@ -16,6 +16,7 @@ from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
 from hw.config import AcceleratorConfig
+from hw.dsp import Target
 from hw.gelu import GeluUnit
 from hw.layernorm import LayerNorm
 from hw.requant import Requantizer
@@ -78,14 +79,16 @@ def ports_json(component: wiring.Component) -> dict:
     return out
 
 
-def _convert(component, top: str) -> tuple[str, str]:
-    """RTLIL once, then Verilog from that RTLIL text (saves elaborating twice)."""
+def _convert(component, top: str, cfg: AcceleratorConfig) -> tuple[str, str]:
+    """RTLIL once, then Verilog from that RTLIL text (saves elaborating twice). Elaborated for
+    the configuration's device family (on ECP5: products in MULT18X18D with their registers)."""
     from amaranth.back import rtlil, verilog
-    il = rtlil.convert(component, name=top)
+    target = Target(cfg.dev.family)
+    il = rtlil.convert(component, name=top, platform=target)
     try:
         v = verilog._convert_rtlil_text(il, strip_internal_attrs=True)
     except (AttributeError, TypeError):        # private helper changed: elaborate again
-        v = verilog.convert(component, name=top)
+        v = verilog.convert(component, name=top, platform=target)
     return il, v
 
 
@@ -93,7 +96,7 @@ def _write_unit(cfg: AcceleratorConfig, unit: str, out: Path) -> dict:
     t = time.perf_counter()
     component = UNITS[unit](cfg)
     top = f"{cfg.name}_{unit}"
-    il, v = _convert(component, top)
+    il, v = _convert(component, top, cfg)
     (out / f"{top}.il").write_text(il)
     (out / f"{top}.v").write_text(v)
     return {"top": top, "verilog": f"{top}.v", "rtlil": f"{top}.il",
@@ -105,7 +108,7 @@ def _write_accelerator(cfg: AcceleratorConfig, sizes: Sizes, out: Path) -> dict:
     t = time.perf_counter()
     component = Accelerator(cfg, sizes)
     top = f"{cfg.name}_accelerator"
-    il, v = _convert(component, top)
+    il, v = _convert(component, top, cfg)
     (out / f"{top}.il").write_text(il)
     (out / f"{top}.v").write_text(v)
     return {"top": top, "verilog": f"{top}.v", "rtlil": f"{top}.il",

@@ -24,7 +24,7 @@ SEGMENTS = 16
 COEF_BITS = 24
 GUARD = 4
 MAX_FRAC_BITS = 16
-LATENCY = 10
+LATENCY = 11
 
 
 def params_layout() -> data.StructLayout:
@@ -49,28 +49,33 @@ class GeluUnit(wiring.Component):
                           "o": Out(stream.Signature(vector_layout(self.out_bits, lanes))),
                           "params": In(params_layout())})
 
+    @staticmethod
+    def _lookup(p: Pipeline, table, idx, name: str):
+        """``table[idx]`` in two registered steps of 4:1 multiplexers (a 16:1 multiplexer per
+        coefficient bit and lane, fed from one shared table, was the unit's longest path)."""
+        groups = [p.stage(Array(table[4 * g + k] for k in range(4))[idx[:2]], f"{name}_g{g}")
+                  for g in range(SEGMENTS // 4)]
+        return p.stage(Array(groups)[p.stage(idx[2:], f"{name}_hi")], name)
+
     def elaborate(self, platform):
         m = Module()
-        p = Pipeline(m, "gelu")
+        p = Pipeline(m, "gelu", platform)
+        res = p.result(self.o)
         prm = self.params
-        m.d.comb += [self.o.payload.count.eq(p.delay(self.i.payload.count, LATENCY, "count")),
-                     self.o.payload.last.eq(p.delay(self.i.payload.last, LATENCY, "last"))]
-        c0s, c1s, c2s = (Array(prm[n][s] for s in range(SEGMENTS)) for n in ("c0", "c1", "c2"))
+        m.d.comb += [res.count.eq(p.delay(self.i.payload.count, LATENCY, "count")),
+                     res.last.eq(p.delay(self.i.payload.last, LATENCY, "last"))]
         shift = prm.seg_shift
         for n in range(self.lanes):
             q = self.i.payload.data[n]
-            # s1 magnitude, s2 segment and offset (the barrel shift), s3 coefficient lookup
+            # s1 magnitude, s2 segment and offset (the barrel shift), s3-s4 coefficient lookup
             a = p.stage(Mux(q < 0, -q, q).as_unsigned()[:self.in_bits], f"a{n}")
-            relu = p.delay(Mux(q > 0, q, 0), 3, f"relu{n}")
+            relu = p.delay(Mux(q > 0, q, 0), 4, f"relu{n}")
             seg = p.stage(a >> shift, f"seg{n}")
-            t = p.delay((a & ((1 << shift) - 1))[:self.in_bits], 2, f"t{n}")
-            idx = seg[:4]
-            c0 = p.stage(c0s[idx], f"c0_{n}")
-            c1 = p.stage(c1s[idx], f"c1_{n}")
-            c2 = p.stage(c2s[idx], f"c2_{n}")
-            ins = p.stage(seg < prm.segments, f"inside{n}")
-            # one operation per stage: s4 c2*t, s5 >> s, s6 + c1, s7 *t, s8 >> s,
-            # s9 + c0 and round off the guard bits, s10 y = (relu << frac_bits) - g
+            t = p.delay((a & ((1 << shift) - 1))[:self.in_bits], 3, f"t{n}")
+            c0, c1, c2 = (self._lookup(p, prm[c], seg[:4], f"{c}_{n}") for c in ("c0", "c1", "c2"))
+            ins = p.delay(seg < prm.segments, 2, f"inside{n}")
+            # one operation per stage: s5 c2*t, s6 >> s, s7 + c1, s8 *t, s9 >> s,
+            # s10 + c0 and round off the guard bits, s11 y = (relu << frac_bits) - g
             pu = p.stage(c2 * t, f"pu{n}")
             u = p.stage(pu >> shift, f"u{n}")
             t3, c1d = p.delay(t, 2, f"t3_{n}"), p.delay(c1, 2, f"c1d{n}")
@@ -83,6 +88,6 @@ class GeluUnit(wiring.Component):
             g = p.stage(Mux(ins6, (c0d + w + (1 << (GUARD - 1))) >> GUARD, 0), f"g{n}")
             relu7 = p.stage(relu6, f"relu7_{n}")
             y = p.stage((relu7 << prm.frac_bits) - g, f"y{n}")
-            m.d.comb += self.o.payload.data[n].eq(y)
+            m.d.comb += res.data[n].eq(y)
         p.connect(self.i, self.o, LATENCY)
         return m

@@ -59,12 +59,14 @@ class SequentialSqrt(wiring.Component):
             m.d.sync += [rem.eq(self.i.payload), root.eq(0), bit.eq(1 << (self.bits - 2)),
                          busy.eq(1)]
         with m.If(busy):
+            # root's bits all lie at least two places above bit's (bit moves down two places
+            # a step, root one), so root + bit and (root >> 1) + bit need no adder: they are ORs
             r, q, b = rem, root, bit
             for j in range(self.bits_per_cycle):
-                trial = q + b
+                trial = q | b
                 take = r >= trial
                 r, q = (wire(m, Mux(take, r - trial, r), f"rem{j}"),
-                        wire(m, Mux(take, (q >> 1) + b, q >> 1), f"root{j}"))
+                        wire(m, Mux(take, (q >> 1) | b, q >> 1), f"root{j}"))
                 b = b >> 2
             m.d.sync += [rem.eq(r), root.eq(q), bit.eq(b)]
             with m.If(bit == 1 << (2 * self.bits_per_cycle - 2)):

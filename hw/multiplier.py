@@ -2,9 +2,9 @@
 
 Both compute ``p = a * b`` exactly for every signed input (including ``-2^(n-1) * -2^(m-1)``) and
 register twice, so a processing element can use either without changing its timing. The DSP form
-is a plain ``*`` between registers, which yosys maps onto one MULT18X18D (ECP5) or SB_MAC16
-(iCE40). The LUT form builds the partial products explicitly (no ``$mul`` cell is left for yosys
-to map onto a DSP): radix-4 Booth recoding of ``b`` halves the partial products; each is ``0, ±a,
+is :func:`hw.dsp.product`: on ECP5 one MULT18X18D holding both registers, elsewhere a ``*``
+between registers, which yosys maps onto a SB_MAC16 (iCE40). The LUT form builds the partial
+products explicitly (no ``$mul`` cell is left for yosys to map onto a DSP): radix-4 Booth recoding of ``b`` halves the partial products; each is ``0, ±a,
 ±2a`` formed as a one's complement, with all the ``+1`` corrections gathered into one extra term
 (no negation adder per partial product). The adder tree is split across the two stages.
 """
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from amaranth.hdl import Elaboratable, Module, Mux, Signal, signed
 
+from . import dsp
 from .pipeline import tree_sum
 
 __all__ = ["PipelinedMultiplier", "LATENCY"]
 
-LATENCY = 2
+LATENCY = 2          # the LUT form's two adder-tree stages; the DSP form is dsp.LATENCY (the same)
 
 
 class PipelinedMultiplier(Elaboratable):
@@ -38,8 +39,7 @@ class PipelinedMultiplier(Elaboratable):
         m = Module()
         a, b = self.a, self.b
         if self.use_dsp:
-            stage = Signal.like(self.p)
-            m.d.sync += [stage.eq(a * b), self.p.eq(stage)]
+            m.d.comb += self.p.eq(dsp.product(m, platform, a, b, "product"))
             return m
         terms = _booth_terms(a, b)
         half = (len(terms) + 1) // 2

@@ -1,13 +1,17 @@
-"""A stallable pipeline between two streams, and the vector payload shared by the vector units.
+"""A pipeline between two streams, and the vector payload shared by the vector units.
 
-:class:`Pipeline` owns the valid chain and the one enable (``~o.valid | o.ready``) of a fixed-depth
-datapath: ``stage(value)`` registers a value one step further, ``delay(value, n)`` carries it ``n``
-steps. The datapath code then reads like the algorithm, and every unit stalls the same way.
+:class:`Pipeline` owns the valid chain, the output FIFO and the input credit of a fixed-depth
+datapath of free-running registers: ``stage(value)`` registers a value one step further,
+``delay(value, n)`` carries it ``n`` steps, ``product(a, b)`` multiplies in a DSP block's own
+registers. The datapath code then reads like the algorithm, and every unit stalls the same way.
 """
 from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
+from amaranth.lib.fifo import SyncFIFOBuffered
+
+from . import dsp
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "masked_max",
            "tree_sum", "tree_levels", "split_product"]
@@ -74,15 +78,15 @@ def tree_sum(values, stage=None):
     return values[0]
 
 
-def split_product(stage, a, b, name: str, width: int = 18):
-    """``a * b`` in two registered steps, for a ``b`` wider than one DSP port: the partial products
-    ``a * b[k*width : (k+1)*width]`` (one hardware multiplier each, nothing after it in the
-    cycle), then their shifted sum. ``stage(value, name)`` registers a value (a ``Pipeline``'s or a
-    free-running one)."""
+def split_product(multiply, stage, a, b, name: str, width: int = 18):
+    """``a * b`` for a ``b`` wider than one DSP port: the partial products ``a * b[k*width :
+    (k+1)*width]``, each ``multiply(a, chunk, name)`` (a :func:`hw.dsp.product`: operands
+    registered, then the product, one hardware multiplier with nothing else in its cycles), then
+    their shifted sum, registered by ``stage(value, name)``: ``dsp.LATENCY + 1`` cycles."""
     chunks = [b[k:k + width] for k in range(0, len(b), width)]
     if b.shape().signed:
         chunks[-1] = chunks[-1].as_signed()
-    parts = [stage(a * c, f"{name}_pp{k}") for k, c in enumerate(chunks)]
+    parts = [multiply(a, c, f"{name}_pp{k}") for k, c in enumerate(chunks)]
     return stage(tree_sum(part << (k * width) for k, part in enumerate(parts)), name)
 
 
@@ -99,34 +103,59 @@ def vector_layout(width: int, lanes: int, *, is_signed: bool = True) -> data.Str
 
 
 class Pipeline:
-    """Registers with one shared enable between stream ``i`` (input) and ``o`` (output).
+    """A datapath of free-running registers between stream ``i`` (input) and ``o`` (output).
 
-    Call :meth:`connect` once the datapath is described with ``depth`` stages: it drives
-    ``i.ready``, ``o.valid`` and the valid chain.
+    No register has an enable: a stall cannot freeze the datapath, so no single signal fans out
+    to every flip-flop of a wide unit (the path that limited the clock once the datapath itself
+    was pipelined). Instead the results enter an output FIFO, and ``i`` is accepted only while
+    every element in flight still has a place in it (a credit count). Describe the datapath with
+    :meth:`stage` / :meth:`delay` / :meth:`product` from ``i.payload`` to :meth:`result`, then call
+    :meth:`connect` with its depth in stages: it drives ``i.ready``, ``o`` and the valid chain.
     """
 
-    def __init__(self, m: Module, name: str = "p"):
-        self.m, self.name = m, name
-        self.en = Signal(name=f"{name}_en")
+    def __init__(self, m: Module, name: str = "p", platform=None):
+        self.m, self.name, self.platform = m, name, platform
         self._n = 0
+        self._result = None
 
     def stage(self, value, name: str | None = None):
         self._n += 1
-        reg = Signal(value.shape(), name=name or f"{self.name}_r{self._n}")
-        with self.m.If(self.en):
-            self.m.d.sync += reg.eq(value)
-        return reg
+        return register(self.m, value, name or f"{self.name}_r{self._n}")
+
+    def product(self, a, b, name: str | None = None):
+        """``a * b`` after ``dsp.LATENCY`` steps (operands, then product; on ECP5 inside one
+        MULT18X18D)."""
+        self._n += 1
+        return dsp.product(self.m, self.platform, a, b, name or f"{self.name}_m{self._n}")
 
     def delay(self, value, n: int, name: str | None = None):
         for k in range(n):
             value = self.stage(value, f"{name}_d{k}" if name else None)
         return value
 
+    def result(self, o):
+        """The signal the datapath's last stage drives: ``o``'s payload before the FIFO."""
+        if self._result is None:
+            self._result = Signal(o.payload.shape(), name=f"{self.name}_result")
+        return self._result
+
+    @staticmethod
+    def buffer_depth(depth: int) -> int:
+        """Output FIFO entries for a ``depth``-stage datapath: every element in flight, plus the
+        FIFO's own two-cycle latency and the credit's return, so that a ready output never
+        makes the input wait."""
+        return depth + 4
+
     def connect(self, i, o, depth: int) -> None:
         m = self.m
-        valid = [Signal(name=f"{self.name}_valid{s}") for s in range(depth)]
-        m.d.comb += [self.en.eq(~o.valid | o.ready), i.ready.eq(self.en),
-                     o.valid.eq(valid[-1] if depth else i.valid)]
-        with m.If(self.en):
-            m.d.sync += valid[0].eq(i.valid)
-            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, depth)]
+        capacity = self.buffer_depth(depth)
+        result = self.result(o)
+        m.submodules[f"{self.name}_fifo"] = fifo = SyncFIFOBuffered(
+            width=len(result.as_value()), depth=capacity)
+        accept, taken = i.valid & i.ready, o.valid & o.ready
+        held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not taken
+        m.d.sync += held.eq(held + accept - taken)
+        m.d.comb += [i.ready.eq(held < capacity),
+                     fifo.w_en.eq(delay(m, accept, depth, f"{self.name}_valid")),
+                     fifo.w_data.eq(result.as_value()),
+                     o.valid.eq(fifo.r_rdy), o.payload.eq(fifo.r_data), fifo.r_en.eq(o.ready)]

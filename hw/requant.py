@@ -65,11 +65,12 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        p = Pipeline(m, "rq")
+        p = Pipeline(m, "rq", platform)
+        res = p.result(self.o)
         flags = self.i.payload
         wide = p.delay(flags.wide, LATENCY - 1, "wide")
         residual = p.delay(flags.residual, LATENCY - 1, "residual")
-        m.d.comb += self.o.payload.last.eq(p.delay(flags.last, LATENCY, "last"))
+        m.d.comb += res.last.eq(p.delay(flags.last, LATENCY, "last"))
 
         for n in range(cfg.lanes):
             ln = self.i.payload.lane[n]
@@ -97,6 +98,6 @@ class Requantizer(wiring.Component):
             hi = Mux(wide, (1 << (OUT_BITS - 1)) - 1, 127)
             lo = Mux(wide, -(1 << (OUT_BITS - 1)), -128)
             out = p.stage(Mux(total > hi, hi, Mux(total < lo, lo, total)), f"out{n}")
-            m.d.comb += self.o.payload.data[n].eq(out[:OUT_BITS])
+            m.d.comb += res.data[n].eq(out[:OUT_BITS])
         p.connect(self.i, self.o, LATENCY)
         return m

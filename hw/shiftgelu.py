@@ -114,9 +114,10 @@ class ShiftGelu(wiring.Component):
         replay = RowReplay(m, row_r, ready, L)
         m.d.comb += load.release.eq(replay.done)
         src = replay.o.payload
-        p = Pipeline(m, "sgelu")
+        p = Pipeline(m, "sgelu", platform)
+        res = p.result(self.o)
         flags_out = p.delay(Cat(src.count, src.last), LATENCY, "flags")
-        m.d.comb += Cat(self.o.payload.count, self.o.payload.last).eq(flags_out)
+        m.d.comb += Cat(res.count, res.last).eq(flags_out)
         e2d = p.delay(src.row.e2, EXP_STAGES, "e2")
         for n in range(L):
             q = src.data[n * W:(n + 1) * W].as_signed()
@@ -129,6 +130,6 @@ class ShiftGelu(wiring.Component):
             sig = p.stage((e1d * f) >> 24, f"sig{n}")
             qdd = p.stage(qd, f"qdd{n}")
             y = p.stage(qdd * sig, f"y{n}")
-            m.d.comb += self.o.payload.data[n].eq(y[:self.out_bits])
+            m.d.comb += res.data[n].eq(y[:self.out_bits])
         p.connect(replay.o, self.o, LATENCY)
         return m

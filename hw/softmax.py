@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
+from .dsp import product
 from .pipeline import Pipeline, delay, register, split_product, tree_levels, tree_sum, vector_layout
 from .rowbuffer import (
     RowLoader,
@@ -104,7 +105,7 @@ class Shiftmax(wiring.Component):
                           "error": Out(1)})
 
     # ------------------------------------------------------------------------------------------
-    def _exp(self, m: Module, x, n: int):
+    def _exp(self, m: Module, platform, x, n: int):
         """The mode's exponential of ``x <= 0`` as a ``EXP_LATENCY``-cycle pipeline (no stall:
         the exp phase never waits)."""
         prm = self.params
@@ -112,21 +113,24 @@ class Shiftmax(wiring.Component):
         def reg(v, name):
             return register(m, v, f"{name}_{n}")
 
-        xr = reg(x, "xr")                             # the buffer read, registered
         if self.mode == "dyad":
-            # the two wide products as registered partial products, then their sums
-            v = reg(split_product(reg, xr, prm.mul, f"xm_{n}") >> prm.mul_shift, "v")
+            # the wide products' operands go into the multipliers' input registers (the buffer
+            # read is registered there), their partial products are summed a cycle later
+            def multiply(a, b, name):
+                return product(m, platform, a, b, f"{name}_{n}")
+
+            v = reg(split_product(multiply, reg, x, prm.mul, "xm") >> prm.mul_shift, "v")
             octave = reg(-(v >> DYAD_FRAC), "oct")
             t = reg(v[:DYAD_FRAC], "t")
-            u = split_product(reg, t, prm.c2, f"c2t_{n}") >> DYAD_FRAC    # registered sum
+            u = split_product(multiply, reg, v[:DYAD_FRAC], prm.c2, "c2t") >> DYAD_FRAC
             octave2, t2 = reg(reg(octave, "oct1"), "oct2"), reg(reg(t, "t1"), "t2")
-            c1u = reg((prm.c1 + u)[:18].as_signed(), "c1u")        # the sum before the product
-            octave3, t3 = reg(reg(octave2, "oct3"), "oct4"), reg(t2, "t3")
-            w = reg((c1u * t3) >> DYAD_FRAC, "w")
+            # c1 + u and t into the last product's input registers; its output register is w
+            w = multiply((prm.c1 + u)[:18].as_signed(), t2, "c1ut") >> DYAD_FRAC
+            octave3 = reg(reg(octave2, "oct3"), "oct4")
             P = prm.c0 + w
             return reg(Mux(octave3 > DYAD_GUARD, 0, P >> octave3[:5]), "e")
         # ivit: the four shift-exponential stages, then registers to match the dyad latency
-        e = shift_exp(m, reg, xr, prm.x0, IVIT_N, f"sx{n}")
+        e = shift_exp(m, reg, reg(x, "xr"), prm.x0, IVIT_N, f"sx{n}")
         return delay(m, e, EXP_LATENCY - 1 - shift_exp_stages, f"e_ivit{n}_")
 
     def elaborate(self, platform):
@@ -148,7 +152,7 @@ class Shiftmax(wiring.Component):
         xs = RowReplay(m, x_r, loaded, L, "xs")
         m.d.comb += xs.o.ready.eq(1)
         xw = xs.o.payload
-        es = [self._exp(m, xw.data[n * self.in_bits:(n + 1) * self.in_bits].as_signed()
+        es = [self._exp(m, platform, xw.data[n * self.in_bits:(n + 1) * self.in_bits].as_signed()
                         - xw.row.max, n) for n in range(L)]
         tags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "count": xw.count.shape(),
                                   "addr": xw.row.base.shape(), "row": loaded.payload.shape()})
@@ -200,9 +204,10 @@ class Shiftmax(wiring.Component):
         limit = Signal(16)
         m.d.comb += limit.eq((1 << (prm.out_bits - 1)[:5]) - 1)
         replay = RowReplay(m, e_r, scaled, L, "replay")
-        p = Pipeline(m, "out")
+        p = Pipeline(m, "out", platform)
+        res = p.result(self.o)
         word, rf = replay.o.payload.data, replay.o.payload.row.f
-        ps = [split_product(p.stage, word[n * self.e_bits:(n + 1) * self.e_bits], rf,
+        ps = [split_product(p.product, p.stage, word[n * self.e_bits:(n + 1) * self.e_bits], rf,
                             f"prod{n}") for n in range(L)]
         if self.mode == "ivit":
             outs = [p.stage((q >> shift)[:16], f"p{n}") for n, q in enumerate(ps)]
@@ -210,10 +215,10 @@ class Shiftmax(wiring.Component):
             hs = [p.stage(q >> (shift - 1)[:7], f"half{n}") for n, q in enumerate(ps)]
             rs = [p.stage((h + 1) >> 1, f"round{n}") for n, h in enumerate(hs)]
             outs = [p.stage(Mux(r > limit, limit, r)[:16], f"p{n}") for n, r in enumerate(rs)]
-        depth = 3 if self.mode == "ivit" else 5
+        depth = 4 if self.mode == "ivit" else 6
         framed = p.delay(Cat(replay.o.payload.count, replay.o.payload.last), depth, "framing")
-        m.d.comb += [Cat(self.o.payload.count, self.o.payload.last).eq(framed),
-                     *[self.o.payload.data[n].eq(v) for n, v in enumerate(outs)]]
+        m.d.comb += [Cat(res.count, res.last).eq(framed),
+                     *[res.data[n].eq(v) for n, v in enumerate(outs)]]
         p.connect(replay.o, self.o, depth)
         m.d.comb += load.release.eq(replay.done)
         return m

@@ -13,9 +13,12 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["verilator_bin", "write_if_changed", "build_dir_for", "run_cocotb", "BenchFailed"]
+__all__ = ["verilator_bin", "write_if_changed", "build_dir_for", "run_cocotb", "BenchFailed",
+           "DSP_MODELS"]
 
 ROOT = Path(__file__).resolve().parent.parent
+# models of the vendor primitives the gateware instantiates when elaborated for a device family
+DSP_MODELS = {"ecp5": [ROOT / "sim" / "models" / "MULT18X18D.v"]}
 VERILATOR_ARGS = [
     "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE",
     "-O3", "--x-assign", "fast", "--x-initial", "fast",
@@ -63,13 +66,16 @@ def build_dir_for(kind: str, params: dict) -> Path:
 
 def run_cocotb(design, toplevel: str, test_module: str, build_dir: Path, *,
                env: dict | None = None, testcase=None, seed: int = 1,
-               cxx_opt: str = "-O0", ports_only: bool = True) -> tuple[int, int]:
+               cxx_opt: str = "-O0", ports_only: bool = True, platform=None,
+               sources=()) -> tuple[int, int]:
     """Convert ``design`` (an Amaranth elaboratable) to Verilog, build it with Verilator (if the
     Verilog changed) and run the cocotb ``test_module`` against it. Returns ``(tests, failed)``
     and raises :class:`BenchFailed` if any test failed or none ran. ``cxx_opt``: the C++
     optimisation level (long simulations pay back a slower build). ``ports_only``: the bench
     touches only top-level ports, so internal signals need not be public (cocotb's runner makes
-    every signal public, which keeps Verilator from optimising the model)."""
+    every signal public, which keeps Verilator from optimising the model). ``platform``: what the
+    design is elaborated for (e.g. ``hw.dsp.Target("ecp5")``: vendor primitives, whose models
+    are then listed in ``sources``, such as :data:`DSP_MODELS`)."""
     from amaranth.back import verilog
     from cocotb_tools.runner import get_results, get_runner
 
@@ -80,7 +86,7 @@ def run_cocotb(design, toplevel: str, test_module: str, build_dir: Path, *,
     os.environ["MAKEFLAGS"] = " ".join(keep + [make_overrides(cxx_opt)])
     build_dir = Path(build_dir)
     vfile = build_dir / f"{toplevel}.v"
-    write_if_changed(vfile, verilog.convert(design, name=toplevel))
+    write_if_changed(vfile, verilog.convert(design, name=toplevel, platform=platform))
     runner = get_runner("verilator")
     if ports_only:
         build_command = runner._build_command
@@ -92,7 +98,7 @@ def run_cocotb(design, toplevel: str, test_module: str, build_dir: Path, *,
             cmds[0] = args[:n] + ["--public-depth", "1"] + args[n + 1:]
             return cmds
         runner._build_command = _without_public
-    runner.build(sources=[vfile], hdl_toplevel=toplevel, build_dir=build_dir,
+    runner.build(sources=[vfile, *sources], hdl_toplevel=toplevel, build_dir=build_dir,
                  build_args=VERILATOR_ARGS, timescale=("1ns", "1ps"),
                  log_file=build_dir / "build.log")
     results = build_dir / f"results_{test_module.rsplit('.', 1)[-1]}.xml"

@@ -61,26 +61,36 @@ VECTOR_UNITS = [
     ("shiftgelu", dict(lanes=4, in_bits=8, max_row=64)),
     ("shiftgelu", dict(lanes=1, in_bits=16, max_row=16)),
     ("shiftmax", dict(mode="dyad", lanes=1, in_bits=8, max_row=24)),
-    ("shiftmax", dict(mode="dyad", lanes=16, in_bits=8, max_row=200)),
+    ("shiftmax", dict(mode="dyad", lanes=16, in_bits=8, max_row=200), "ecp5"),
     ("shiftmax", dict(mode="ivit", lanes=4, in_bits=8, max_row=64)),
     ("shiftmax", dict(mode="ivit", lanes=16, in_bits=16, max_row=200)),
-    ("layernorm", dict(mode="dyad", lanes=16, in_bits=16, max_row=384)),
+    ("layernorm", dict(mode="dyad", lanes=16, in_bits=16, max_row=384), "ecp5"),
     ("layernorm", dict(mode="ivit", lanes=4, in_bits=16, max_row=64)),
     ("layernorm", dict(mode="dyad", lanes=1, in_bits=8, max_row=16)),
 ]
 
 
-@pytest.mark.parametrize("unit, args", VECTOR_UNITS,
+VECTOR_CASES = [(u, a, f[0] if f else None) for u, a, *f in VECTOR_UNITS]
+
+
+@pytest.mark.parametrize("unit, args, family", VECTOR_CASES,
                          ids=[f"{u}_{'_'.join(f'{k}{v}' for k, v in a.items())}"
-                              for u, a in VECTOR_UNITS])
-def test_vector_unit(unit, args):
+                              + (f"_{f}" if f else "") for u, a, f in VECTOR_CASES])
+def test_vector_unit(unit, args, family):
+    """``family``: elaborated for that FPGA family, i.e. with its DSP primitives (registered
+    MULT18X18D on ECP5) simulated through their models instead of the generic products."""
     import json
 
+    from hw.dsp import Target
     from hw.gelu import GeluUnit
     from hw.layernorm import LayerNorm
     from hw.shiftgelu import ShiftGelu
     from hw.softmax import Shiftmax
+    from sim.runner import DSP_MODELS
     ctor = {"gelu": GeluUnit, "shiftgelu": ShiftGelu, "shiftmax": Shiftmax,
             "layernorm": LayerNorm}[unit]
-    run_cocotb(ctor(**args), unit, "sim.bench_vector", build_dir_for(unit, args),
-               env={"DYAD_UNIT": unit, "DYAD_UNIT_ARGS": json.dumps(args)})
+    platform = Target(family) if family else None
+    run_cocotb(ctor(**args), unit, "sim.bench_vector",
+               build_dir_for(unit, {**args, **({"family": family} if family else {})}),
+               env={"DYAD_UNIT": unit, "DYAD_UNIT_ARGS": json.dumps(args)},
+               platform=platform, sources=DSP_MODELS[family] if family else ())

@@ -153,6 +153,10 @@ def test_isqrt_unit(bits, per_cycle):
     rnd = random.Random(bits)
     cases = [c for c in (0, 1, 2, 3, 4, (1 << bits) - 1) if c < 1 << bits]
     cases += [rnd.randrange(1 << bits) for _ in range(30)]
+    roots = [rnd.randrange(1, 1 << (bits // 2)) for _ in range(10)] + [(1 << (bits // 2)) - 1]
+    cases += [v for r in roots for v in (r * r - 1, r * r, r * r + 2 * r)]   # each side of a root
+    if bits <= 9:
+        cases = list(range(1 << bits))
     dut, got = SequentialSqrt(bits, per_cycle), []
 
     async def producer(ctx):
