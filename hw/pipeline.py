@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
-from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.fifo import SyncFIFO
 
 from . import dsp
 
@@ -107,8 +107,8 @@ class Pipeline:
 
     No register has an enable: a stall cannot freeze the datapath, so no single signal fans out
     to every flip-flop of a wide unit (the path that limited the clock once the datapath itself
-    was pipelined). Instead the results enter an output FIFO, and ``i`` is accepted only while
-    every element in flight still has a place in it (a credit count). Describe the datapath with
+    was pipelined). Results that cannot leave at once wait in an output FIFO, and ``i`` is
+    accepted only while every element in flight still has a place in it (a credit count). Describe the datapath with
     :meth:`stage` / :meth:`delay` / :meth:`product` from ``i.payload`` to :meth:`result`, then call
     :meth:`connect` with its depth in stages: it drives ``i.ready``, ``o`` and the valid chain.
     """
@@ -141,21 +141,24 @@ class Pipeline:
 
     @staticmethod
     def buffer_depth(depth: int) -> int:
-        """Output FIFO entries for a ``depth``-stage datapath: every element in flight, plus the
-        FIFO's own two-cycle latency and the credit's return, so that a ready output never
-        makes the input wait."""
-        return depth + 4
+        """Output FIFO entries for a ``depth``-stage datapath: every element in flight plus the
+        credit's return, so that a ready output never makes the input wait."""
+        return depth + 2
 
     def connect(self, i, o, depth: int) -> None:
+        """Results leave from the datapath's last stage while the FIFO is empty and ``o`` is
+        ready (``depth`` cycles after their input, as a pipeline that never stalls: the drain
+        relies on it), otherwise from the FIFO in order."""
         m = self.m
         capacity = self.buffer_depth(depth)
-        result = self.result(o)
-        m.submodules[f"{self.name}_fifo"] = fifo = SyncFIFOBuffered(
-            width=len(result.as_value()), depth=capacity)
+        result = self.result(o).as_value()
+        m.submodules[f"{self.name}_fifo"] = fifo = SyncFIFO(width=len(result), depth=capacity)
         accept, taken = i.valid & i.ready, o.valid & o.ready
+        done = delay(m, accept, depth, f"{self.name}_valid")     # result valid at the last stage
         held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not taken
         m.d.sync += held.eq(held + accept - taken)
         m.d.comb += [i.ready.eq(held < capacity),
-                     fifo.w_en.eq(delay(m, accept, depth, f"{self.name}_valid")),
-                     fifo.w_data.eq(result.as_value()),
-                     o.valid.eq(fifo.r_rdy), o.payload.eq(fifo.r_data), fifo.r_en.eq(o.ready)]
+                     o.valid.eq(fifo.r_rdy | done),
+                     o.payload.eq(Mux(fifo.r_rdy, fifo.r_data, result)),
+                     fifo.r_en.eq(o.ready),
+                     fifo.w_en.eq(done & (fifo.r_rdy | ~o.ready)), fifo.w_data.eq(result)]
