@@ -111,18 +111,12 @@ class HostInterface(wiring.Component):
                 with m.Else():
                     m.d.comb += self.i.ready.eq(1)
                     with m.If(self.i.valid):
-                        m.d.sync += [buf.eq((buf >> WORD_BITS)
-                                            | (self.i.payload << (WORD_BITS * (max_words - 1)))),
+                        # word k of the entry lands in its own slice (no shifting: each slice
+                        # has its own enable, decoded from the word count)
+                        m.d.sync += [buf.word_select(word, WORD_BITS).eq(self.i.payload),
                                      word.eq(word + 1)]
                         with m.If(word + 1 == n_words):
-                            m.next = "STORE"
-            with m.State("STORE"):
-                # align the entry to bit 0: it arrived at the top of the buffer
-                with m.Switch(n_words):
-                    for n in range(1, max_words + 1):
-                        with m.Case(n):
-                            m.d.sync += buf.eq(buf >> (WORD_BITS * (max_words - n)))
-                m.next = "COMMIT"
+                            m.next = "COMMIT"
             with m.State("COMMIT"):
                 with m.Switch(hdr.target):
                     for t in Target:
@@ -147,9 +141,10 @@ class HostInterface(wiring.Component):
                 m.d.sync += word.eq(0)
                 m.next = "SEND"
             with m.State("SEND"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(buf[:WORD_BITS])]
+                m.d.comb += [self.o.valid.eq(1),
+                             self.o.payload.eq(buf.word_select(word, WORD_BITS))]
                 with m.If(self.o.ready):
-                    m.d.sync += [buf.eq(buf >> WORD_BITS), word.eq(word + 1)]
+                    m.d.sync += word.eq(word + 1)
                     with m.If(word + 1 == n_words):
                         m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
                         m.next = "READ"
