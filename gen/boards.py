@@ -27,6 +27,7 @@ from pathlib import Path
 
 from hw.config import DEVICES, AcceleratorConfig, ConfigError
 from hw.link import LinkParams
+from hw.pipeline import KEEP_REPLICAS
 
 from .report import ROUTER, ToolError, run_tool, run_yosys, tool_path
 
@@ -62,7 +63,7 @@ EBR_BITS = {"ecp5": 18 * 1024, "ice40": 4 * 1024}
 # vector units), from whole-accelerator synthesis on ECP5: 2 lanes 21.1k, 8 lanes 67.6k; the
 # estimate only refuses what clearly cannot fit, synthesis gives the exact count
 CORE_LUTS, LUTS_PER_LANE = 5_000, 5_000
-SMALL_PRODUCTS_TO_LUTS = "proc; booth t:$mul r:A_WIDTH<=16 %i r:B_WIDTH<=16 %i"
+SMALL_PRODUCTS_TO_LUTS = f"{KEEP_REPLICAS}; booth t:$mul r:A_WIDTH<=16 %i r:B_WIDTH<=16 %i"
 
 
 def board_link(board: Board, core_hz: int | None = None) -> LinkParams:

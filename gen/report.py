@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw.config import AcceleratorConfig
+from hw.pipeline import KEEP_REPLICAS
 
 __all__ = ["UnitReport", "synthesize", "synth_pnr", "ToolError"]
 
@@ -131,7 +132,8 @@ def synthesize(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *,
     synth_cmd = "synth_ecp5" if cfg.dev.family == "ecp5" else "synth_ice40 -dsp"
     log(f"  {unit}: yosys {synth_cmd.split()[0]} ...")
     seconds = run_yosys([_tool("yosys"), "-p",
-                        f"read_verilog {top}.v; {synth_cmd} -top {top} -json {top}.netlist.json; "
+                        f"read_verilog {top}.v; {KEEP_REPLICAS}; "
+                        f"{synth_cmd} -top {top} -json {top}.netlist.json; "
                         f"tee -q -o {top}.stat.txt stat"],
                        build_dir, f"{unit} yosys", build_dir / f"{top}.yosys.out", log)
     cells = {}

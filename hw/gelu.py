@@ -15,7 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import validating
-from .pipeline import Pipeline, vector_layout
+from .pipeline import Pipeline, replicas, vector_layout
 
 __all__ = ["GeluUnit", "params_layout", "SEGMENTS", "COEF_BITS", "GUARD", "MAX_FRAC_BITS",
            "LATENCY"]
@@ -70,9 +70,11 @@ class GeluUnit(wiring.Component):
             # s1 magnitude, s2 segment and offset (the barrel shift), s3-s4 coefficient lookup
             a = p.stage(Mux(q < 0, -q, q).as_unsigned()[:self.in_bits], f"a{n}")
             relu = p.delay(Mux(q > 0, q, 0), 4, f"relu{n}")
-            seg = p.stage(a >> shift, f"seg{n}")
+            # the segment in a register per coefficient: each drives ~100 lookup LUTs
+            seg, *segs = replicas(m, a >> shift, 4, f"seg{n}")
             t = p.delay((a & ((1 << shift) - 1))[:self.in_bits], 3, f"t{n}")
-            c0, c1, c2 = (self._lookup(p, prm[c], seg[:4], f"{c}_{n}") for c in ("c0", "c1", "c2"))
+            c0, c1, c2 = (self._lookup(p, prm[c], s[:4], f"{c}_{n}")
+                          for c, s in zip(("c0", "c1", "c2"), segs))
             ins = p.delay(seg < prm.segments, 2, f"inside{n}")
             # one operation per stage: s5 c2*t, s6 >> s, s7 + c1, s8 *t, s9 >> s,
             # s10 + c0 and round off the guard bits, s11 y = (relu << frac_bits) - g

@@ -14,7 +14,7 @@ from amaranth.lib.fifo import SyncFIFO
 from . import dsp
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "masked_max",
-           "tree_sum", "tree_levels", "split_product"]
+           "tree_sum", "tree_levels", "split_product", "replicas", "KEEP_REPLICAS"]
 
 
 def wire(m: Module, value, name: str):
@@ -32,6 +32,21 @@ def register(m: Module, value, name: str):
     reg = Signal(value.shape(), name=name)
     m.d.sync += reg.eq(value)
     return reg
+
+
+# yosys merges flip-flops with the same input into one; this keeps every ``*_replica*`` register
+# (run after ``proc``, before synthesis: every flow that synthesises our Verilog runs it)
+KEEP_REPLICAS = "proc; setattr -set keep 1 w:*_replica* %ci1:+$dff[Q] w:*_replica* %d"
+
+
+def replicas(m: Module, value, n: int, name: str) -> list:
+    """``n`` copies of ``value`` one cycle later, each its own register (kept apart through
+    synthesis by :data:`KEEP_REPLICAS`): a value that drives hundreds of inputs gets a copy
+    per group of them, so no single net has to reach across the whole unit."""
+    copies = [Signal(value.shape(), name=f"{name}_replica{k}", reset_less=True)
+              for k in range(n)]
+    m.d.sync += [c.eq(value) for c in copies]
+    return copies
 
 
 def delay(m: Module, value, n: int, name: str):
@@ -108,9 +123,10 @@ class Pipeline:
     No register has an enable: a stall cannot freeze the datapath, so no single signal fans out
     to every flip-flop of a wide unit (the path that limited the clock once the datapath itself
     was pipelined). Results that cannot leave at once wait in an output FIFO, and ``i`` is
-    accepted only while every element in flight still has a place in it (a credit count). Describe the datapath with
-    :meth:`stage` / :meth:`delay` / :meth:`product` from ``i.payload`` to :meth:`result`, then call
-    :meth:`connect` with its depth in stages: it drives ``i.ready``, ``o`` and the valid chain.
+    accepted only while every element in flight still has a place in it (a credit count).
+    Describe the datapath with :meth:`stage` / :meth:`delay` / :meth:`product` from ``i.payload``
+    to :meth:`result`, then call :meth:`connect` with its depth in stages: it drives ``i.ready``,
+    ``o`` and the valid chain.
     """
 
     def __init__(self, m: Module, name: str = "p", platform=None):
