@@ -29,6 +29,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from . import dsp
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
@@ -71,7 +72,7 @@ class LayerNorm(wiring.Component):
         vb = self.var_bits
         # cycles per row of each stage (rows overlap their stages): take the descriptor, hand
         # over operands, the engine, offer the result (+ the mean's rounding and variance states)
-        stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 10]
+        stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 13]
                   + ([SequentialSqrt.cycles(vb, ENGINE_BITS_PER_CYCLE) + 3] if mode == "dyad" else
                      [SequentialDivider.cycles(vb, 2) + 3] * IVIT_NEWTON_STEPS)
                   + [SequentialDivider.cycles(31, ENGINE_BITS_PER_CYCLE) + 3])
@@ -132,22 +133,33 @@ class LayerNorm(wiring.Component):
             (|d| <= n / 2), var = sumsq - mean * (total + d) = sum((x - mean)^2) exactly."""
             m.submodules[f"{name}_div"] = div = SequentialDivider(
                 self.sum_bits, n_bits, ENGINE_BITS_PER_CYCLE, quotient_bits=W)
-            q0, qn = Signal(W, name=f"{name}_q0"), Signal(self.sum_bits, name=f"{name}_qn")
+            q0 = Signal(W, name=f"{name}_q0")
             rem = Signal(self.sum_bits, name=f"{name}_rem")
             up = Signal(name=f"{name}_up")                  # round the quotient up
             mean = Signal(signed(W + 1), name=f"{name}_mean")
             d = Signal(signed(n_bits + 1), name=f"{name}_d")
             sd = Signal(signed(self.sum_bits + 1), name=f"{name}_sd")      # total + d
-            msd = Signal(signed(vb + 1), name=f"{name}_msd")                 # mean * (total + d)
             var = Signal(vb, name=f"{name}_var")
+
+            def multiply(a, b, name):
+                return dsp.product(m, platform, a, b, name)
+
+            def wait(state, cycles, then):
+                """``cycles`` states from ``state``: a registered product's latency."""
+                for k in range(cycles):
+                    with m.State(f"{state}{k}"):
+                        m.next = f"{state}{k + 1}" if k + 1 < cycles else then
+
             with row_stage(m, name, i, o) as row:
+                # registered products of the stage's operands (stable while they are used)
+                qn = multiply(q0, row.n, f"{name}_qn")
+                msd = split_product(multiply, lambda v, n: register(m, v, n), mean, sd,
+                                    f"{name}_msd")                           # mean * (total + d)
                 neg = row.total < 0
                 mag = Mux(neg, -row.total, row.total)
                 call(m, div, "RUN", [div.i.payload.num.eq(mag), div.i.payload.den.eq(row.n)],
-                     lambda q: [q0.eq(q)], "PRODUCT")
-                with m.State("PRODUCT"):
-                    m.d.sync += qn.eq(q0 * row.n)
-                    m.next = "REMAINDER"
+                     lambda q: [q0.eq(q)], "PRODUCT0")
+                wait("PRODUCT", dsp.LATENCY, "REMAINDER")
                 with m.State("REMAINDER"):
                     m.d.sync += rem.eq(mag - qn)
                     m.next = "ROUND"
@@ -162,10 +174,8 @@ class LayerNorm(wiring.Component):
                 # one operation per state (the sum, product and difference in one cycle: 18 ns)
                 with m.State("SUM"):
                     m.d.sync += sd.eq(row.total + d)
-                    m.next = "SCALE"
-                with m.State("SCALE"):
-                    m.d.sync += msd.eq(mean * sd)
-                    m.next = "VARIANCE"
+                    m.next = "SCALE0"
+                wait("SCALE", dsp.LATENCY + 1, "VARIANCE")
                 with m.State("VARIANCE"):
                     m.d.sync += var.eq(row.sumsq - msd)
                     m.next = "OUT"

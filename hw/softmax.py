@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -52,7 +52,7 @@ __all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"
 IVIT_N = 15
 DYAD_FRAC = 12          # gen.intops.EXP2_FRAC_BITS
 DYAD_GUARD = 16         # gen.intops.EXP2_GUARD
-EXP_LATENCY = 10        # read -> exponential result, cycles
+EXP_LATENCY = 12        # read -> exponential result, cycles
 
 
 def params_layout(mode: str) -> data.StructLayout:
@@ -127,8 +127,12 @@ class Shiftmax(wiring.Component):
             # c1 + u and t into the last product's input registers; its output register is w
             w = multiply((prm.c1 + u)[:18].as_signed(), t2, "c1ut") >> DYAD_FRAC
             octave3 = reg(reg(octave2, "oct3"), "oct4")
-            P = prm.c0 + w
-            return reg(Mux(octave3 > DYAD_GUARD, 0, P >> octave3[:5]), "e")
+            # c0 + w, then >> octave in two steps (whole nibbles, then the rest): the shift by
+            # a 5-bit amount in one cycle after the sum was the unit's longest path
+            P, octave4 = reg(prm.c0 + w, "P"), reg(octave3, "oct5")
+            coarse = reg(P >> Cat(Const(0, 2), octave4[2:5]), "coarse")
+            zero, fine = reg(octave4 > DYAD_GUARD, "zero"), reg(octave4[:2], "fine")
+            return reg(Mux(zero, 0, coarse >> fine), "e")
         # ivit: the four shift-exponential stages, then registers to match the dyad latency
         e = shift_exp(m, reg, reg(x, "xr"), prm.x0, IVIT_N, f"sx{n}")
         return delay(m, e, EXP_LATENCY - 1 - shift_exp_stages, f"e_ivit{n}_")
