@@ -234,13 +234,14 @@ class LayerNorm(wiring.Component):
         src = replay.o.payload
         p = Pipeline(m, "out", platform)
         res = p.result(self.o)
-        # x - mean and f go straight into the multipliers' input registers
-        outs = [(split_product(p.product, p.stage,
-                               src.data[n * W:(n + 1) * W].as_signed() - src.row.mean, src.row.f,
-                               f"out{n}") >> 1)[:OUT_BITS]
-                for n in range(L)]
-        framed = p.delay(Cat(src.count, src.last), 3, "framing")
+        # y = x - mean registered, then y and f into the multipliers' input registers
+        ys = [p.stage(src.data[n * W:(n + 1) * W].as_signed() - src.row.mean, f"y{n}")
+              for n in range(L)]
+        fd = p.stage(src.row.f, "f")
+        outs = [(split_product(p.product, p.stage, y, fd, f"out{n}") >> 1)[:OUT_BITS]
+                for n, y in enumerate(ys)]
+        framed = p.delay(Cat(src.count, src.last), 4, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
                      *[res.data[n].eq(v) for n, v in enumerate(outs)]]
-        p.connect(replay.o, self.o, 3)
+        p.connect(replay.o, self.o, 4)
         return m

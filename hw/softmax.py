@@ -52,6 +52,9 @@ __all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"
 IVIT_N = 15
 DYAD_FRAC = 12          # gen.intops.EXP2_FRAC_BITS
 DYAD_GUARD = 16         # gen.intops.EXP2_GUARD
+# one quotient bit per cycle: two chained compare-subtract steps on ~47 bits (radix 4) were the
+# unit's longest path (11.7 ns); the reciprocal's copies make up for the doubled latency
+RECIP_BITS_PER_CYCLE = 1
 EXP_LATENCY = 12        # read -> exponential result, cycles
 
 
@@ -96,7 +99,7 @@ class Shiftmax(wiring.Component):
         self.f_bits = self.num_bits if mode == "ivit" else self.num_bits - DYAD_GUARD + 1
         # per-row cycles between a row loaded and replayed: the exp pass over its beats, the
         # exponential pipeline, the reciprocal, and the stage and FIFO handshakes
-        self.recip_cycles = SequentialDivider.cycles(self.f_bits, 2) + 4
+        self.recip_cycles = SequentialDivider.cycles(self.f_bits, RECIP_BITS_PER_CYCLE) + 4
         self.recip_copies = -(-self.recip_cycles // self.depth)
         self.slots = ring_slots(self.depth + EXP_LATENCY + self.recip_cycles + 12, self.depth)
         super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
@@ -185,7 +188,7 @@ class Shiftmax(wiring.Component):
 
         def reciprocal(name, i, o):
             m.submodules[f"{name}_div"] = div = SequentialDivider(
-                self.num_bits, min(self.sum_bits, 64), bits_per_cycle=2,      # radix 4
+                self.num_bits, min(self.sum_bits, 64), bits_per_cycle=RECIP_BITS_PER_CYCLE,
                 quotient_bits=self.f_bits)
             f = Signal(self.f_bits, name=f"{name}_f")
             with row_stage(m, name, i, o) as row:
