@@ -155,16 +155,21 @@ class Pipeline:
             self._result = Signal(o.payload.shape(), name=f"{self.name}_result")
         return self._result
 
+    # cycles from the datapath's last stage to ``o``: the output register
+    OUTPUT_LATENCY = 1
+
     @staticmethod
     def buffer_depth(depth: int) -> int:
-        """Output FIFO entries for a ``depth``-stage datapath: every element in flight plus the
-        credit's return, so that a ready output never makes the input wait."""
-        return depth + 2
+        """Output FIFO entries for a ``depth``-stage datapath: every element in flight, the
+        output register and the credit's return, so that a ready output never makes the input
+        wait."""
+        return depth + 3
 
     def connect(self, i, o, depth: int) -> None:
-        """Results leave from the datapath's last stage while the FIFO is empty and ``o`` is
-        ready (``depth`` cycles after their input, as a pipeline that never stalls: the drain
-        relies on it), otherwise from the FIFO in order."""
+        """``o`` is a register. It takes the FIFO's oldest result, or, while the FIFO is empty,
+        the datapath's result directly: with ``o`` always ready every result leaves ``depth +
+        OUTPUT_LATENCY`` cycles after its input, as from a pipeline that never stalls (the
+        drain relies on it for the requantiser)."""
         m = self.m
         capacity = self.buffer_depth(depth)
         result = self.result(o).as_value()
@@ -173,8 +178,12 @@ class Pipeline:
         done = delay(m, accept, depth, f"{self.name}_valid")     # result valid at the last stage
         held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not taken
         m.d.sync += held.eq(held + accept - taken)
-        m.d.comb += [i.ready.eq(held < capacity),
-                     o.valid.eq(fifo.r_rdy | done),
-                     o.payload.eq(Mux(fifo.r_rdy, fifo.r_data, result)),
-                     fifo.r_en.eq(o.ready),
-                     fifo.w_en.eq(done & (fifo.r_rdy | ~o.ready)), fifo.w_data.eq(result)]
+        m.d.comb += i.ready.eq(held < capacity)
+        load = Signal(name=f"{self.name}_load")                  # the output register is free
+        m.d.comb += [load.eq(~o.valid | o.ready),
+                     fifo.w_data.eq(result),
+                     fifo.w_en.eq(done & ~(load & ~fifo.r_rdy)),
+                     fifo.r_en.eq(load)]
+        with m.If(load):
+            m.d.sync += [o.valid.eq(fifo.r_rdy | done),
+                         o.payload.eq(Mux(fifo.r_rdy, fifo.r_data, result))]

@@ -27,7 +27,8 @@ __all__ = ["Requantizer", "lane_layout", "in_layout", "out_layout", "BIAS_FRAC_B
 BIAS_FRAC_BITS = 16
 OUT_BITS = 16
 RES_BITS = 16
-LATENCY = 6
+STAGES = 6
+LATENCY = STAGES + Pipeline.OUTPUT_LATENCY    # input to output, never stalled
 
 
 def lane_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
@@ -68,9 +69,9 @@ class Requantizer(wiring.Component):
         p = Pipeline(m, "rq", platform)
         res = p.result(self.o)
         flags = self.i.payload
-        wide = p.delay(flags.wide, LATENCY - 1, "wide")
-        residual = p.delay(flags.residual, LATENCY - 1, "residual")
-        m.d.comb += res.last.eq(p.delay(flags.last, LATENCY, "last"))
+        wide = p.delay(flags.wide, STAGES - 1, "wide")
+        residual = p.delay(flags.residual, STAGES - 1, "residual")
+        m.d.comb += res.last.eq(p.delay(flags.last, STAGES, "last"))
 
         for n in range(cfg.lanes):
             ln = self.i.payload.lane[n]
@@ -99,5 +100,5 @@ class Requantizer(wiring.Component):
             lo = Mux(wide, -(1 << (OUT_BITS - 1)), -128)
             out = p.stage(Mux(total > hi, hi, Mux(total < lo, lo, total)), f"out{n}")
             m.d.comb += res.data[n].eq(out[:OUT_BITS])
-        p.connect(self.i, self.o, LATENCY)
+        p.connect(self.i, self.o, STAGES)
         return m
