@@ -94,13 +94,14 @@ class LayerNorm(wiring.Component):
         load = RowLoader(m, self.i, row_w, D, S, L, self.error)
         beat = load.beat
 
-        # the masked lanes registered, their squares registered (the multiplier alone in its
-        # cycle), then adder trees registered at every level; the beat's tag alongside
+        # the masked lanes registered, and their squares in the multipliers' own registers, then
+        # adder trees registered at every level; the beat's tag alongside
         def reg(v, name):
             return register(m, v, name)
 
-        live = [reg(Mux(n < beat.count, beat.data[n], 0), f"live{n}") for n in range(L)]
-        squares = [reg(x * x, f"square{n}") for n, x in enumerate(live)]
+        masked = [Mux(n < beat.count, beat.data[n], 0) for n in range(L)]
+        live = [reg(x, f"live{n}") for n, x in enumerate(masked)]
+        squares = [dsp.product(m, platform, x, x, f"square{n}") for n, x in enumerate(masked)]
         beat_sum = reg(tree_sum(live, stage=reg), "beat_sum")
         square_sum = tree_sum(squares, stage=reg)
         tag = delay(m, beat, tree_levels(L) + 2, "sums_tag")

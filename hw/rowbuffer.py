@@ -148,17 +148,19 @@ class RowReplay:
         addr = Signal(row_shape["base"].shape, name=f"{name}_addr")
         issue = Signal(name=f"{name}_issue")
         self.done = Signal(name=f"{name}_done")
-        is_last = ptr == cur.beats - 1
+        # ptr == beats - 1, kept in a register a step ahead (a compare there was the path into
+        # the wide descriptor register's enable)
+        is_last = Signal(name=f"{name}_is_last")
         m.d.comb += [en.eq(~self.o.valid | self.o.ready), issue.eq(en & busy),
                      rows.ready.eq(en & (~busy | is_last)), self.done.eq(issue & is_last),
                      read_port.addr.eq(addr), read_port.en.eq(en)]
         with m.If(issue):
-            m.d.sync += [ptr.eq(ptr + 1), addr.eq(addr + 1)]
+            m.d.sync += [ptr.eq(ptr + 1), addr.eq(addr + 1), is_last.eq(ptr + 2 == cur.beats)]
             with m.If(is_last):
                 m.d.sync += busy.eq(0)
         with m.If(rows.valid & rows.ready):
             m.d.sync += [cur.eq(rows.payload), busy.eq(1), ptr.eq(0),
-                         addr.eq(rows.payload.base)]
+                         addr.eq(rows.payload.base), is_last.eq(rows.payload.beats == 1)]
 
         def reg(value, label):
             r = Signal(value.shape(), name=f"{name}_{label}")
