@@ -10,7 +10,7 @@ while elements flow. One element per lane per cycle, latency :data:`LATENCY`.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, signed, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,7 +24,8 @@ SEGMENTS = 16
 COEF_BITS = 24
 GUARD = 4
 MAX_FRAC_BITS = 16
-LATENCY = 11
+LATENCY = 10
+LANES_PER_TABLE = 4
 
 
 def params_layout() -> data.StructLayout:
@@ -49,14 +50,6 @@ class GeluUnit(wiring.Component):
                           "o": Out(stream.Signature(vector_layout(self.out_bits, lanes))),
                           "params": In(params_layout())})
 
-    @staticmethod
-    def _lookup(p: Pipeline, table, idx, name: str):
-        """``table[idx]`` in two registered steps of 4:1 multiplexers (a 16:1 multiplexer per
-        coefficient bit and lane, fed from one shared table, was the unit's longest path)."""
-        groups = [p.stage(Array(table[4 * g + k] for k in range(4))[idx[:2]], f"{name}_g{g}")
-                  for g in range(SEGMENTS // 4)]
-        return p.stage(Array(groups)[p.stage(idx[2:], f"{name}_hi")], name)
-
     def elaborate(self, platform):
         m = Module()
         p = Pipeline(m, "gelu", platform)
@@ -64,20 +57,28 @@ class GeluUnit(wiring.Component):
         prm = self.params
         m.d.comb += [res.count.eq(p.delay(self.i.payload.count, LATENCY, "count")),
                      res.last.eq(p.delay(self.i.payload.last, LATENCY, "last"))]
+        # the coefficient table registered once per LANES_PER_TABLE lanes: each lane's lookup
+        # reads a copy placed beside it (one shared table reaching every lane was the unit's
+        # longest path); the table is stable while elements flow, so the copies always agree
+        tables = replicas(m, Cat(prm.c0.as_value(), prm.c1.as_value(), prm.c2.as_value()),
+                          -(-self.lanes // LANES_PER_TABLE), "coef")
         shift = prm.seg_shift
         for n in range(self.lanes):
             q = self.i.payload.data[n]
-            # s1 magnitude, s2 segment and offset (the barrel shift), s3-s4 coefficient lookup
+            table = data.View(data.ArrayLayout(params_layout()["c0"].shape, 3),
+                              tables[n // LANES_PER_TABLE])
+            # s1 magnitude, s2 segment and offset (the barrel shift), s3 coefficient lookup
             a = p.stage(Mux(q < 0, -q, q).as_unsigned()[:self.in_bits], f"a{n}")
-            relu = p.delay(Mux(q > 0, q, 0), 4, f"relu{n}")
+            relu = p.delay(Mux(q > 0, q, 0), 3, f"relu{n}")
             # the segment in a register per coefficient: each drives ~100 lookup LUTs
             seg, *segs = replicas(m, a >> shift, 4, f"seg{n}")
-            t = p.delay((a & ((1 << shift) - 1))[:self.in_bits], 3, f"t{n}")
-            c0, c1, c2 = (self._lookup(p, prm[c], s[:4], f"{c}_{n}")
-                          for c, s in zip(("c0", "c1", "c2"), segs))
-            ins = p.delay(seg < prm.segments, 2, f"inside{n}")
-            # one operation per stage: s5 c2*t, s6 >> s, s7 + c1, s8 *t, s9 >> s,
-            # s10 + c0 and round off the guard bits, s11 y = (relu << frac_bits) - g
+            t = p.delay((a & ((1 << shift) - 1))[:self.in_bits], 2, f"t{n}")
+            c0, c1, c2 = (p.stage(Array(table[k][s_] for s_ in range(SEGMENTS))[sg[:4]],
+                                  f"{c}_{n}")
+                          for k, (c, sg) in enumerate(zip(("c0", "c1", "c2"), segs)))
+            ins = p.stage(seg < prm.segments, f"inside{n}")
+            # one operation per stage: s4 c2*t, s5 >> s, s6 + c1, s7 *t, s8 >> s,
+            # s9 + c0 and round off the guard bits, s10 y = (relu << frac_bits) - g
             pu = p.stage(c2 * t, f"pu{n}")
             u = p.stage(pu >> shift, f"u{n}")
             t3, c1d = p.delay(t, 2, f"t3_{n}"), p.delay(c1, 2, f"c1d{n}")
