@@ -148,17 +148,18 @@ class Drain(wiring.Component):
             side.append(regs)
         w_valid, w_addr, w_n, w_ok, o_lane = side[-1]
 
-        # ---- write, lanes rotated up by o_lane ----------------------------------------------
+        # ---- write, lanes rotated up by o_lane, registered: the scratchpad's write port reaches
+        # every block RAM of its replicas, so nothing else shares that cycle ----------------------
         out = Array(rq.o.payload.data)
         en = []
         for e in range(V):
             j = (e - o_lane)[:log_v] if log_v else 0
-            m.d.comb += self.w_data[e].eq(out[j])
+            m.d.sync += self.w_data[e].eq(out[j])
             en.append(w_valid & w_ok & (e >= o_lane) & (j < w_n))
-        m.d.comb += [self.w_addr.eq(w_addr), self.w_en.eq(Cat(*en))]
+        m.d.sync += [self.w_addr.eq(w_addr), self.w_en.eq(Cat(*en))]
 
         busy_pipe = Signal()
-        m.d.comb += busy_pipe.eq(Cat(s[0] for s in side).any())
+        m.d.comb += busy_pipe.eq(Cat(s[0] for s in side).any() | self.w_en.any())
         m.d.comb += self.done.eq((remaining == 0) & ~pending_valid & ~busy_pipe)
         m.d.comb += self.row.eq(take & row_end)
         return m

@@ -31,7 +31,16 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .dsp import product
-from .pipeline import Pipeline, delay, register, split_product, tree_levels, tree_sum, vector_layout
+from .pipeline import (
+    Pipeline,
+    delay,
+    register,
+    replicas,
+    split_product,
+    tree_levels,
+    tree_sum,
+    vector_layout,
+)
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -55,6 +64,7 @@ DYAD_GUARD = 16         # gen.intops.EXP2_GUARD
 # one quotient bit per cycle: two chained compare-subtract steps on ~47 bits (radix 4) were the
 # unit's longest path (11.7 ns); the reciprocal's copies make up for the doubled latency
 RECIP_BITS_PER_CYCLE = 1
+LANES_PER_F = 4         # lanes sharing one copy of the row's reciprocal
 EXP_LATENCY = 12        # read -> exponential result, cycles
 
 
@@ -213,16 +223,19 @@ class Shiftmax(wiring.Component):
         replay = RowReplay(m, e_r, scaled, L, "replay")
         p = Pipeline(m, "out", platform)
         res = p.result(self.o)
-        word, rf = replay.o.payload.data, replay.o.payload.row.f
-        ps = [split_product(p.product, p.stage, word[n * self.e_bits:(n + 1) * self.e_bits], rf,
-                            f"prod{n}") for n in range(L)]
+        # the word registered beside a copy of f per four lanes (one f reaching every lane's
+        # multipliers was the unit's longest path), then both into the multipliers' registers
+        word = p.stage(replay.o.payload.data, "word")
+        fs = replicas(m, replay.o.payload.row.f, -(-L // LANES_PER_F), "f")
+        ps = [split_product(p.product, p.stage, word[n * self.e_bits:(n + 1) * self.e_bits],
+                            fs[n // LANES_PER_F], f"prod{n}") for n in range(L)]
         if self.mode == "ivit":
             outs = [p.stage((q >> shift)[:16], f"p{n}") for n, q in enumerate(ps)]
         else:
             hs = [p.stage(q >> (shift - 1)[:7], f"half{n}") for n, q in enumerate(ps)]
             rs = [p.stage((h + 1) >> 1, f"round{n}") for n, h in enumerate(hs)]
             outs = [p.stage(Mux(r > limit, limit, r)[:16], f"p{n}") for n, r in enumerate(rs)]
-        depth = 4 if self.mode == "ivit" else 6
+        depth = 5 if self.mode == "ivit" else 7
         framed = p.delay(Cat(replay.o.payload.count, replay.o.payload.last), depth, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
                      *[res.data[n].eq(v) for n, v in enumerate(outs)]]
