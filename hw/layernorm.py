@@ -244,5 +244,5 @@ class LayerNorm(wiring.Component):
         framed = p.delay(Cat(src.count, src.last), 4, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
                      *[res.data[n].eq(v) for n, v in enumerate(outs)]]
-        p.connect(replay.o, self.o, 4)
+        p.connect(replay.o, self.o, 4, lead=RowReplay.LATENCY)
         return m

@@ -4,9 +4,10 @@ Both compute ``p = a * b`` exactly for every signed input (including ``-2^(n-1) 
 register twice, so a processing element can use either without changing its timing. The DSP form
 is :func:`hw.dsp.product`: on ECP5 one MULT18X18D holding both registers, elsewhere a ``*``
 between registers, which yosys maps onto a SB_MAC16 (iCE40). The LUT form builds the partial
-products explicitly (no ``$mul`` cell is left for yosys to map onto a DSP): radix-4 Booth recoding of ``b`` halves the partial products; each is ``0, ±a,
-±2a`` formed as a one's complement, with all the ``+1`` corrections gathered into one extra term
-(no negation adder per partial product). The adder tree is split across the two stages.
+products explicitly (no ``$mul`` cell is left for yosys to map onto a DSP): radix-4 Booth
+recoding of ``b`` halves the partial products; each is ``0, ±a, ±2a`` formed as a one's
+complement, with all the ``+1`` corrections gathered into one extra term (no negation adder per
+partial product). The adder tree is split across the two stages.
 """
 from __future__ import annotations
 

@@ -165,20 +165,25 @@ class Pipeline:
         wait."""
         return depth + 3
 
-    def connect(self, i, o, depth: int) -> None:
+    def connect(self, i, o, depth: int, lead: int = 0) -> None:
         """``o`` is a register. It takes the FIFO's oldest result, or, while the FIFO is empty,
         the datapath's result directly: with ``o`` always ready every result leaves ``depth +
         OUTPUT_LATENCY`` cycles after its input, as from a pipeline that never stalls (the
-        drain relies on it for the requantiser)."""
+        drain relies on it for the requantiser).
+
+        ``lead``: ``i`` comes from a free-running source whose ``ready`` lets it start an
+        element that arrives ``lead`` cycles later and is then always taken (a
+        :class:`~hw.rowbuffer.RowReplay`); the credit keeps room for those in flight."""
         m = self.m
-        capacity = self.buffer_depth(depth)
+        capacity = self.buffer_depth(depth + lead)
         result = self.result(o).as_value()
         m.submodules[f"{self.name}_fifo"] = fifo = SyncFIFO(width=len(result), depth=capacity)
-        accept, taken = i.valid & i.ready, o.valid & o.ready
+        accept = i.valid if lead else i.valid & i.ready
+        taken = o.valid & o.ready
         done = delay(m, accept, depth, f"{self.name}_valid")     # result valid at the last stage
         held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not taken
         m.d.sync += held.eq(held + accept - taken)
-        m.d.comb += i.ready.eq(held < capacity)
+        m.d.comb += i.ready.eq(held < capacity - lead)
         load = Signal(name=f"{self.name}_load")                  # the output register is free
         m.d.comb += [load.eq(~o.valid | o.ready),
                      fifo.w_data.eq(result),

@@ -130,10 +130,14 @@ class RowReplay:
     """Replays buffered rows as the stream ``o`` (payload ``data``: the buffer word, ``count``,
     ``last``, ``index``: the beat's place in its row, ``row``: its descriptor): takes descriptors
     from ``rows`` and reads their beats from ``read_port`` back to back, the next row's first
-    read the cycle after the previous row's last. Two stages (the synchronous read, then its word
-    registered, so no block-RAM output drives arithmetic), both on one enable
-    ``~o.valid | o.ready``: the stream holds through any back-pressure. ``done`` pulses as a row's
-    last read is issued: its slot may be written from the next cycle on."""
+    read the cycle after the previous row's last. Two free-running stages (the synchronous read,
+    then its word registered, so no block-RAM output drives arithmetic): ``o.ready`` is the
+    consumer's permission to *issue* a read, and the beat arrives :data:`LATENCY` cycles later,
+    when it must be taken (a :class:`~hw.pipeline.Pipeline` connected with ``lead=LATENCY``
+    does both). ``done`` pulses as a row's last read is issued: its slot may be written from the
+    next cycle on."""
+
+    LATENCY = 2
 
     def __init__(self, m: Module, read_port, rows, lanes: int, name: str = "replay"):
         row_shape = rows.payload.shape()
@@ -141,7 +145,6 @@ class RowReplay:
                                     "last": 1, "index": row_shape["beats"].shape,
                                     "row": row_shape})
         self.o = stream.Signature(layout).create()
-        en = Signal(name=f"{name}_en")
         cur = Signal(row_shape, name=f"{name}_row")
         busy = Signal(name=f"{name}_busy")
         ptr = Signal(row_shape["beats"].shape, name=f"{name}_ptr")
@@ -151,9 +154,10 @@ class RowReplay:
         # ptr == beats - 1, kept in a register a step ahead (a compare there was the path into
         # the wide descriptor register's enable)
         is_last = Signal(name=f"{name}_is_last")
-        m.d.comb += [en.eq(~self.o.valid | self.o.ready), issue.eq(en & busy),
-                     rows.ready.eq(en & (~busy | is_last)), self.done.eq(issue & is_last),
-                     read_port.addr.eq(addr), read_port.en.eq(en)]
+        m.d.comb += [issue.eq(self.o.ready & busy),
+                     rows.ready.eq(~busy | (self.o.ready & is_last)),
+                     self.done.eq(issue & is_last),
+                     read_port.addr.eq(addr), read_port.en.eq(1)]
         with m.If(issue):
             m.d.sync += [ptr.eq(ptr + 1), addr.eq(addr + 1), is_last.eq(ptr + 2 == cur.beats)]
             with m.If(is_last):
@@ -163,10 +167,7 @@ class RowReplay:
                          addr.eq(rows.payload.base), is_last.eq(rows.payload.beats == 1)]
 
         def reg(value, label):
-            r = Signal(value.shape(), name=f"{name}_{label}")
-            with m.If(en):
-                m.d.sync += r.eq(value)
-            return r
+            return register(m, value, f"{name}_{label}")
 
         # stage 1 (the read is in flight): framing; stage 2: the word and the framing registered
         valid1, last1 = reg(issue, "valid1"), reg(is_last, "last1")

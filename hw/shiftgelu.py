@@ -131,5 +131,5 @@ class ShiftGelu(wiring.Component):
             qdd = p.stage(qd, f"qdd{n}")
             y = p.stage(qdd * sig, f"y{n}")
             m.d.comb += res.data[n].eq(y[:self.out_bits])
-        p.connect(replay.o, self.o, LATENCY)
+        p.connect(replay.o, self.o, LATENCY, lead=RowReplay.LATENCY)
         return m

@@ -239,6 +239,6 @@ class Shiftmax(wiring.Component):
         framed = p.delay(Cat(replay.o.payload.count, replay.o.payload.last), depth, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
                      *[res.data[n].eq(v) for n, v in enumerate(outs)]]
-        p.connect(replay.o, self.o, depth)
+        p.connect(replay.o, self.o, depth, lead=RowReplay.LATENCY)
         m.d.comb += load.release.eq(replay.done)
         return m
