@@ -72,11 +72,15 @@ class Drain(wiring.Component):
             "o_stride": ADDR_BITS, "o_lane": range(V), "r_base": ADDR_BITS,
             "r_stride": ADDR_BITS, "p_index": ADDR_BITS, "rows": DIM_BITS * 2 + 1})
         incoming = Signal(job)
-        # rows (gemm: tile rows) of the job, registered from the fields, which the controller
-        # holds for cycles before ``start``: the product is off the start path
+        # rows (gemm: tile rows) of the job, from the fields in two registered steps (the
+        # controller holds them from two cycles before ``start``: CONSTANTS, LATCH), so the
+        # instruction decode and the product are off the start path
+        blocks, n_inner = Signal(DIM_BITS), Signal(DIM_BITS)
+        gemm, m_rows = Signal(), Signal(DIM_BITS)
+        m.d.sync += [blocks.eq((self.n + V - 1) >> log_v), n_inner.eq(self.n_inner),
+                     gemm.eq(self.gemm), m_rows.eq(self.m)]
         rows = Signal(DIM_BITS * 2 + 1)
-        m.d.sync += rows.eq(Mux(self.gemm, (self.n_inner * ((self.n + V - 1) >> log_v)) << log_v,
-                                self.m))
+        m.d.sync += rows.eq(Mux(gemm, (n_inner * blocks) << log_v, m_rows))
         m.d.comb += [getattr(incoming, f).eq(getattr(self, f)) for f, _ in job if f != "rows"]
         m.d.comb += incoming.rows.eq(rows)
         act, pending, pending_valid = Signal(job), Signal(job), Signal()

@@ -145,6 +145,12 @@ class RowReplay:
                                     "last": 1, "index": row_shape["beats"].shape,
                                     "row": row_shape})
         self.o = stream.Signature(layout).create()
+        # descriptors through a registered two-entry FIFO: a stage's result (or the collect
+        # multiplexer of its copies) never drives the wide descriptor register's enable
+        queued_w, rows_in = descriptor_fifo(m, row_shape, 2, f"{name}_rows")
+        m.d.comb += [queued_w.payload.eq(rows.payload), queued_w.valid.eq(rows.valid),
+                     rows.ready.eq(queued_w.ready)]
+        rows = rows_in
         cur = Signal(row_shape, name=f"{name}_row")
         busy = Signal(name=f"{name}_busy")
         ptr = Signal(row_shape["beats"].shape, name=f"{name}_ptr")
