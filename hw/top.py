@@ -224,21 +224,23 @@ class Accelerator(wiring.Component):
                                   | (gelu.error if hasattr(gelu, "error") else 0))
         m.d.comb += host.errors.eq(self.error)
 
-        # ---- drain input: array rows or unit results -----------------------------------------
+        # ---- drain input: array rows or unit results, selected by the instruction and
+        # registered (the drain takes a beat every cycle, so the sources never wait) -----------
+        src = stream.Signature(drain.i.payload.shape()).create(path=("drain_src",))
         with m.Switch(ins.op):
             with m.Case(Opcode.GEMM):
-                m.d.comb += [drain.i.valid.eq(array.o.valid), array.o.ready.eq(drain.i.ready),
-                             drain.i.payload.last.eq(array.o.payload.last),
-                             drain.i.payload.count.eq(V)]
-                m.d.comb += [drain.i.payload.data[c].eq(array.o.payload.data[c])
-                             for c in range(V)]
+                m.d.comb += [src.valid.eq(array.o.valid), array.o.ready.eq(1),
+                             src.payload.last.eq(array.o.payload.last),
+                             src.payload.count.eq(V)]
+                m.d.comb += [src.payload.data[c].eq(array.o.payload.data[c]) for c in range(V)]
             for op, unit in units.items():
                 with m.Case(op):
-                    m.d.comb += [drain.i.valid.eq(unit.o.valid), unit.o.ready.eq(drain.i.ready),
-                                 drain.i.payload.last.eq(unit.o.payload.last),
-                                 drain.i.payload.count.eq(unit.o.payload.count)]
-                    m.d.comb += [drain.i.payload.data[c].eq(unit.o.payload.data[c])
+                    m.d.comb += [src.valid.eq(unit.o.valid), unit.o.ready.eq(1),
+                                 src.payload.last.eq(unit.o.payload.last),
+                                 src.payload.count.eq(unit.o.payload.count)]
+                    m.d.comb += [src.payload.data[c].eq(unit.o.payload.data[c])
                                  for c in range(V)]
+        m.d.sync += [drain.i.valid.eq(src.valid), drain.i.payload.eq(src.payload)]
 
         readers_busy = ta.busy | tb.busy | wb.busy | wr.busy
         m.d.comb += [ctrl.idle.eq(~readers_busy & drain.done),
