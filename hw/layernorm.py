@@ -99,12 +99,11 @@ class LayerNorm(wiring.Component):
         def reg(v, name):
             return register(m, v, name)
 
-        masked = [Mux(n < beat.count, beat.data[n], 0) for n in range(L)]
-        live = [reg(x, f"live{n}") for n, x in enumerate(masked)]
-        squares = [dsp.product(m, platform, x, x, f"square{n}") for n, x in enumerate(masked)]
-        beat_sum = reg(tree_sum(live, stage=reg), "beat_sum")
+        live = [reg(Mux(n < beat.count, beat.data[n], 0), f"live{n}") for n in range(L)]
+        squares = [dsp.product(m, platform, x, x, f"square{n}") for n, x in enumerate(live)]
+        beat_sum = reg(reg(tree_sum(live, stage=reg), "beat_sum0"), "beat_sum")
         square_sum = tree_sum(squares, stage=reg)
-        tag = delay(m, beat, tree_levels(L) + 2, "sums_tag")
+        tag = delay(m, beat, tree_levels(L) + 1 + dsp.LATENCY, "sums_tag")
         total = Signal(signed(self.sum_bits))
         sumsq = Signal(vb)
         n_elems = Signal(n_bits)

@@ -65,7 +65,7 @@ DYAD_GUARD = 16         # gen.intops.EXP2_GUARD
 # unit's longest path (11.7 ns); the reciprocal's copies make up for the doubled latency
 RECIP_BITS_PER_CYCLE = 1
 LANES_PER_F = 4         # lanes sharing one copy of the row's reciprocal
-EXP_LATENCY = 12        # read -> exponential result, cycles
+EXP_LATENCY = 13        # read -> exponential result, cycles
 
 
 def params_layout(mode: str) -> data.StructLayout:
@@ -127,12 +127,13 @@ class Shiftmax(wiring.Component):
             return register(m, v, f"{name}_{n}")
 
         if self.mode == "dyad":
-            # the wide products' operands go into the multipliers' input registers (the buffer
-            # read is registered there), their partial products are summed a cycle later
+            # the wide products' operands go into the multipliers' input registers, their partial
+            # products are summed a cycle later
             def multiply(a, b, name):
                 return product(m, platform, a, b, f"{name}_{n}")
 
-            v = reg(split_product(multiply, reg, x, prm.mul, "xm") >> prm.mul_shift, "v")
+            xr = reg(x, "xr")                         # x - max registered
+            v = reg(split_product(multiply, reg, xr, prm.mul, "xm") >> prm.mul_shift, "v")
             octave = reg(-(v >> DYAD_FRAC), "oct")
             t = reg(v[:DYAD_FRAC], "t")
             u = split_product(multiply, reg, v[:DYAD_FRAC], prm.c2, "c2t") >> DYAD_FRAC
