@@ -25,7 +25,7 @@ COEF_BITS = 24
 GUARD = 4
 MAX_FRAC_BITS = 16
 LATENCY = 10
-LANES_PER_TABLE = 4
+LANES_PER_TABLE = 2
 
 
 def params_layout() -> data.StructLayout:
