@@ -33,7 +33,16 @@ from . import dsp
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
-from .pipeline import Pipeline, delay, register, split_product, tree_levels, tree_sum, vector_layout
+from .pipeline import (
+    Pipeline,
+    delay,
+    register,
+    replicas,
+    split_product,
+    tree_levels,
+    tree_sum,
+    vector_layout,
+)
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -52,8 +61,10 @@ OUT_BITS = 32
 IVIT_NEWTON_STEPS = 10
 # one result bit per cycle for the mean, root and reciprocal engines: two chained steps (compare,
 # subtract on 31-48 bits) limited the unit to 54 MHz (root) and 69 MHz (reciprocal); the stages'
-# copies make up for the longer latency. ivit's ten Newton dividers stay radix 4 (area).
+# copies make up for the longer latency. ivit's ten Newton dividers too (radix 4 limited it to
+# 61 MHz).
 ENGINE_BITS_PER_CYCLE = 1
+LANES_PER_F = 4         # lanes sharing one copy of the row's reciprocal
 
 
 class LayerNorm(wiring.Component):
@@ -74,7 +85,7 @@ class LayerNorm(wiring.Component):
         # over operands, the engine, offer the result (+ the mean's rounding and variance states)
         stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 13]
                   + ([SequentialSqrt.cycles(vb, ENGINE_BITS_PER_CYCLE) + 3] if mode == "dyad" else
-                     [SequentialDivider.cycles(vb, 2) + 3] * IVIT_NEWTON_STEPS)
+                     [SequentialDivider.cycles(vb, ENGINE_BITS_PER_CYCLE) + 3] * IVIT_NEWTON_STEPS)
                   + [SequentialDivider.cycles(31, ENGINE_BITS_PER_CYCLE) + 3])
         self.stage_copies = [-(-c // self.depth) for c in stages]
         self.slots = ring_slots(sum(stages) + 8, self.depth)
@@ -193,7 +204,7 @@ class LayerNorm(wiring.Component):
         def newton_step(first):
             """ivit: k = (k + var // k) >> 1, from k = 2^16."""
             def build(name, i, o):
-                m.submodules[f"{name}_div"] = div = SequentialDivider(vb, vb, bits_per_cycle=2)
+                m.submodules[f"{name}_div"] = div = SequentialDivider(vb, vb, ENGINE_BITS_PER_CYCLE)
                 k = Signal(vb, name=f"{name}_k")
                 with row_stage(m, name, i, o) as row:
                     k_in = (1 << 16) if first else row.k
@@ -237,9 +248,10 @@ class LayerNorm(wiring.Component):
         # y = x - mean registered, then y and f into the multipliers' input registers
         ys = [p.stage(src.data[n * W:(n + 1) * W].as_signed() - src.row.mean, f"y{n}")
               for n in range(L)]
-        fd = p.stage(src.row.f, "f")
-        outs = [(split_product(p.product, p.stage, y, fd, f"out{n}") >> 1)[:OUT_BITS]
-                for n, y in enumerate(ys)]
+        # f registered once per four lanes (one f reaching all 2L multipliers was the path)
+        fs = replicas(m, src.row.f, -(-L // LANES_PER_F), "f")
+        outs = [(split_product(p.product, p.stage, y, fs[n // LANES_PER_F], f"out{n}") >> 1)
+                [:OUT_BITS] for n, y in enumerate(ys)]
         framed = p.delay(Cat(src.count, src.last), 4, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
                      *[res.data[n].eq(v) for n, v in enumerate(outs)]]
