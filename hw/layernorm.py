@@ -29,20 +29,11 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from . import dsp
+from . import dsp, pipeline
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
-from .pipeline import (
-    Pipeline,
-    delay,
-    register,
-    replicas,
-    split_product,
-    tree_levels,
-    tree_sum,
-    vector_layout,
-)
+from .pipeline import Pipeline, delay, register, split_product, tree_levels, tree_sum, vector_layout
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -249,7 +240,7 @@ class LayerNorm(wiring.Component):
         ys = [p.stage(src.data[n * W:(n + 1) * W].as_signed() - src.row.mean, f"y{n}")
               for n in range(L)]
         # f registered once per four lanes (one f reaching all 2L multipliers was the path)
-        fs = replicas(m, src.row.f, -(-L // LANES_PER_F), "f")
+        fs = pipeline.replicas(m, src.row.f, -(-L // LANES_PER_F), "f")
         outs = [(split_product(p.product, p.stage, y, fs[n // LANES_PER_F], f"out{n}") >> 1)
                 [:OUT_BITS] for n, y in enumerate(ys)]
         framed = p.delay(Cat(src.count, src.last), 4, "framing")
