@@ -39,14 +39,13 @@ def uses_primitive(platform, a, b) -> bool:
             and len(a) <= PORT_BITS and len(b) <= PORT_BITS)
 
 
-def product(m: Module, platform, a, b, name: str, en=None):
+def product(m: Module, platform, a, b, name: str):
     """``a * b`` (``len(a) + len(b)`` bits, signed if either is) ``LATENCY`` cycles later:
-    ``a`` and ``b`` registered, then their product. ``en`` (default: always) advances both
-    steps, as a stallable pipeline's enable."""
+    ``a`` and ``b`` registered, then their product (free-running, like every datapath here)."""
     signed_p = a.shape().signed or b.shape().signed
     p = Signal((signed if signed_p else unsigned)(len(a) + len(b)), name=name)
     if uses_primitive(platform, a, b):
-        ports = {"i_CLK0": ClockSignal(), "i_CE0": Const(1) if en is None else en,
+        ports = {"i_CLK0": ClockSignal(), "i_CE0": Const(1),
                  "i_RST0": Const(0), "i_SIGNEDA": Const(int(a.shape().signed)),
                  "i_SIGNEDB": Const(int(b.shape().signed)),
                  "i_SOURCEA": Const(0), "i_SOURCEB": Const(0)}
@@ -66,10 +65,5 @@ def product(m: Module, platform, a, b, name: str, en=None):
         m.d.comb += p.eq(full[:len(p)])
         return p
     a_q, b_q = Signal.like(a, name=f"{name}_a"), Signal.like(b, name=f"{name}_b")
-    step = m.d.sync
-    if en is None:
-        step += [a_q.eq(a), b_q.eq(b), p.eq(a_q * b_q)]
-    else:
-        with m.If(en):
-            step += [a_q.eq(a), b_q.eq(b), p.eq(a_q * b_q)]
+    m.d.sync += [a_q.eq(a), b_q.eq(b), p.eq(a_q * b_q)]
     return p
