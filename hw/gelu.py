@@ -3,7 +3,8 @@
 
 Per element: ``a = |q|``, segment ``a >> seg_shift`` selects quadratic coefficients from a
 16-entry table, ``t`` is the offset in the segment, ``g = c0 + ((c1 + ((c2 t) >> s)) t >> s)``
-rounded off ``GUARD`` guard bits (0 beyond the last segment), ``y = (relu(q) << frac_bits) - g``.
+rounded off ``GUARD`` guard bits (0 beyond the last segment), ``y = (relu(q) << frac_bits) - g``;
+both products in registered multipliers (:func:`hw.pipeline.split_product`).
 The table and shifts are run-time parameters (``params``), loaded by the controller per layer
 from the constants :func:`gen.unit_params.gelu` computes at compile time; they must be stable
 while elements flow. One element per lane per cycle, latency :data:`LATENCY`.
@@ -15,7 +16,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import validating
-from .pipeline import Pipeline, replicas, vector_layout
+from .pipeline import Pipeline, replicas, split_latency, split_product, vector_layout
 
 __all__ = ["GeluUnit", "params_layout", "SEGMENTS", "COEF_BITS", "GUARD", "MAX_FRAC_BITS",
            "LATENCY"]
@@ -24,7 +25,10 @@ SEGMENTS = 16
 COEF_BITS = 24
 GUARD = 4
 MAX_FRAC_BITS = 16
-LATENCY = 10
+# t (at most 16 bits) times a coefficient-wide operand (c2, or v = c1 + u: one bit more)
+PRODUCT = split_latency(16, COEF_BITS + 1)
+# magnitude, segment, lookup; u = (c2 t) >> s; v; w = (v t) >> s; g; y
+LATENCY = 3 + (PRODUCT + 1) + 1 + (PRODUCT + 1) + 2
 LANES_PER_TABLE = 2
 
 
@@ -77,17 +81,19 @@ class GeluUnit(wiring.Component):
                                   f"{c}_{n}")
                           for k, (c, sg) in enumerate(zip(("c0", "c1", "c2"), segs)))
             ins = p.stage(seg < prm.segments, f"inside{n}")
-            # one operation per stage: s4 c2*t, s5 >> s, s6 + c1, s7 *t, s8 >> s,
-            # s9 + c0 and round off the guard bits, s10 y = (relu << frac_bits) - g
-            pu = p.stage(c2 * t, f"pu{n}")
-            u = p.stage(pu >> shift, f"u{n}")
-            t3, c1d = p.delay(t, 2, f"t3_{n}"), p.delay(c1, 2, f"c1d{n}")
+            # t < 2^s, so |(c * t) >> s| <= |c|: u fits a coefficient, v = c1 + u and w one bit
+            # more. Each product: operands into the multipliers' registers, partial products
+            # summed, then >> s; v = c1 + u between them
+            pu = split_product(p.product, p.stage, t, c2, f"pu{n}")
+            u = p.stage((pu >> shift)[:COEF_BITS].as_signed(), f"u{n}")
+            t3, c1d = p.delay(t, PRODUCT + 1, f"t3_{n}"), p.delay(c1, PRODUCT + 1, f"c1d{n}")
             v = p.stage(c1d + u, f"v{n}")
             t4 = p.stage(t3, f"t4_{n}")
-            pw = p.stage(v * t4, f"pw{n}")
-            w = p.stage(pw >> shift, f"w{n}")
-            c0d, ins6, relu6 = (p.delay(c0, 5, f"c0d{n}"), p.delay(ins, 5, f"ins{n}"),
-                                p.delay(relu, 5, f"relu6_{n}"))
+            pw = split_product(p.product, p.stage, t4, v, f"pw{n}")
+            w = p.stage((pw >> shift)[:COEF_BITS + 1].as_signed(), f"w{n}")
+            at_w = 2 * (PRODUCT + 1) + 1                   # stages from the lookup to w
+            c0d, ins6, relu6 = (p.delay(c0, at_w, f"c0d{n}"), p.delay(ins, at_w, f"ins{n}"),
+                                p.delay(relu, at_w, f"relu6_{n}"))
             g = p.stage(Mux(ins6, (c0d + w + (1 << (GUARD - 1))) >> GUARD, 0), f"g{n}")
             relu7 = p.stage(relu6, f"relu7_{n}")
             y = p.stage((relu7 << prm.frac_bits) - g, f"y{n}")

@@ -33,7 +33,16 @@ from . import dsp, pipeline
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
-from .pipeline import Pipeline, delay, register, split_product, tree_levels, tree_sum, vector_layout
+from .pipeline import (
+    Pipeline,
+    delay,
+    register,
+    split_latency,
+    split_product,
+    tree_levels,
+    tree_sum,
+    vector_layout,
+)
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -177,7 +186,7 @@ class LayerNorm(wiring.Component):
                 with m.State("SUM"):
                     m.d.sync += sd.eq(row.total + d)
                     m.next = "SCALE0"
-                wait("SCALE", dsp.LATENCY + 1, "VARIANCE")
+                wait("SCALE", split_latency(len(mean), len(sd)), "VARIANCE")
                 with m.State("VARIANCE"):
                     m.d.sync += var.eq(row.sumsq - msd)
                     m.next = "OUT"
@@ -243,8 +252,9 @@ class LayerNorm(wiring.Component):
         fs = pipeline.replicas(m, src.row.f, -(-L // LANES_PER_F), "f")
         outs = [(split_product(p.product, p.stage, y, fs[n // LANES_PER_F], f"out{n}") >> 1)
                 [:OUT_BITS] for n, y in enumerate(ys)]
-        framed = p.delay(Cat(src.count, src.last), 4, "framing")
+        depth = 1 + split_latency(len(ys[0]), len(fs[0]))
+        framed = p.delay(Cat(src.count, src.last), depth, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
                      *[res.data[n].eq(v) for n, v in enumerate(outs)]]
-        p.connect(replay.o, self.o, 4, lead=RowReplay.LATENCY)
+        p.connect(replay.o, self.o, depth, lead=RowReplay.LATENCY)
         return m

@@ -14,7 +14,7 @@ from amaranth.lib.fifo import SyncFIFO
 from . import dsp
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "masked_max",
-           "tree_sum", "tree_levels", "split_product", "replicas", "KEEP_REPLICAS"]
+           "tree_sum", "tree_levels", "split_product", "split_latency", "replicas", "KEEP_REPLICAS"]
 
 
 def wire(m: Module, value, name: str):
@@ -93,16 +93,31 @@ def tree_sum(values, stage=None):
     return values[0]
 
 
-def split_product(multiply, stage, a, b, name: str, width: int = 18):
-    """``a * b`` for a ``b`` wider than one DSP port: the partial products ``a * b[k*width :
-    (k+1)*width]``, each ``multiply(a, chunk, name)`` (a :func:`hw.dsp.product`: operands
-    registered, then the product, one hardware multiplier with nothing else in its cycles), then
-    their shifted sum, registered by ``stage(value, name)``: ``dsp.LATENCY + 1`` cycles."""
-    chunks = [b[k:k + width] for k in range(0, len(b), width)]
-    if b.shape().signed:
+def _chunks(v, width: int):
+    """``v`` in ``width``-bit pieces, low first; the top piece of a signed value signed."""
+    chunks = [v[k:k + width] for k in range(0, len(v), width)]
+    if v.shape().signed:
         chunks[-1] = chunks[-1].as_signed()
-    parts = [multiply(a, c, f"{name}_pp{k}") for k, c in enumerate(chunks)]
-    return stage(tree_sum(part << (k * width) for k, part in enumerate(parts)), name)
+    return chunks
+
+
+def split_latency(a_bits: int, b_bits: int, width: int = dsp.PORT_BITS) -> int:
+    """Cycles of :func:`split_product` for operands of these widths."""
+    parts = -(-a_bits // width) * -(-b_bits // width)
+    return dsp.LATENCY + max(1, tree_levels(parts))
+
+
+def split_product(multiply, stage, a, b, name: str, width: int = dsp.PORT_BITS):
+    """``a * b`` for operands wider than one DSP port: each is split into ``width``-bit pieces,
+    every pair of pieces is one ``multiply(x, y, name)`` (a :func:`hw.dsp.product`: operands
+    registered, then the product, one hardware multiplier with nothing else in its cycles), and
+    the shifted partial products are summed by a tree registered at every level by
+    ``stage(value, name)``: :func:`split_latency` cycles."""
+    parts = [multiply(x, y, f"{name}_pp{i}_{j}") << (width * (i + j))
+             for i, x in enumerate(_chunks(a, width)) for j, y in enumerate(_chunks(b, width))]
+    if len(parts) == 1:
+        return stage(parts[0], name)
+    return tree_sum(parts, stage=lambda v, level: stage(v, f"{name}_{level}"))
 
 
 def count_shape(lanes: int):

@@ -210,7 +210,8 @@ def row_stage(m: Module, name: str, i, o):
 def stage_copies(m: Module, name: str, i, o, copies: int, build) -> None:
     """``copies`` of a per-row stage side by side, for stages slower than a row: descriptors from
     ``i`` are dealt to them in turn and collected onto ``o`` in row order. ``build(name, i, o)``
-    describes one copy (its own engine and result registers)."""
+    describes one copy (its own engine and result registers). With copies, ``o`` is a register
+    stage after the collect."""
     if copies == 1:
         build(name, i, o)
         return
@@ -218,7 +219,13 @@ def stage_copies(m: Module, name: str, i, o, copies: int, build) -> None:
     outs = [stream.Signature(o.payload.shape()).create() for _ in range(copies)]
     for k in range(copies):
         build(f"{name}{k}", ins[k], outs[k])
-    round_robin(m, i, o, ins, outs, name=name)
+    # collected into a register stage: the collect multiplexer driving the next FIFO's write
+    # enable (fanning out to its LUT-RAM) was the Shiftmax's longest path
+    collected = stream.Signature(o.payload.shape()).create()
+    round_robin(m, i, collected, ins, outs, name=name)
+    m.d.comb += collected.ready.eq(~o.valid | o.ready)
+    with m.If(collected.ready):
+        m.d.sync += [o.valid.eq(collected.valid), o.payload.eq(collected.payload)]
 
 
 def call(m: Module, engine, state: str, operands, on_result, then: str) -> None:

@@ -2,31 +2,42 @@
 
 ``xp = x + (x >> 1) - (x >> 4)`` (x * 1.4375), clamped at ``n * x0``; ``q = xp // x0`` by a
 restoring division with ``bit_length(n)`` quotient bits (``q <= n``), ``r = xp - q * x0``;
-``e = ((r - 2 * x0) << (n - q)) >> 1``. Four register stages, supplied by the caller's ``stage``
-function so the same datapath serves free-running and stallable pipelines.
+``e = ((r - 2 * x0) << (n - q)) >> 1``.
+
+Every step is its own register stage (:func:`stages` of them): one compare-subtract per quotient
+bit, and the final shift in two steps (whole nibbles, then the rest). The four division steps in
+one cycle limited the ``ivit`` Shiftmax to 41.7 MHz. The stages are supplied by the caller's
+``stage`` function so the same datapath serves free-running and stallable pipelines.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Mux
+from amaranth.hdl import Cat, Const, Mux
 
 from .pipeline import wire
 
-__all__ = ["shift_exp", "STAGES"]
+__all__ = ["shift_exp", "stages"]
 
-STAGES = 4
+
+def stages(n: int) -> int:
+    """Register stages of :func:`shift_exp` for ``n``: clamp (2), one per quotient bit, the
+    shift's operand, its two steps."""
+    return 2 + n.bit_length() + 3
 
 
 def shift_exp(m, stage, x, x0, n: int, name: str):
-    """``stage(value, name)`` registers a value; ``x0`` is the (negative) CT constant."""
+    """``stage(value, name)`` registers a value; ``x0`` is the (negative) CT constant, stable
+    while the pipeline runs."""
     xp = stage(x + (x >> 1) - (x >> 4), f"{name}_xp")
     xc = stage(Mux(xp < n * x0, n * x0, xp), f"{name}_xc")
-    a, d = -xc, -x0                                   # both >= 0, a <= n * d
+    d = -x0                                           # both -xc and d >= 0, -xc <= n * d
     qbits = n.bit_length()
-    rem, bits = a, []
+    rem, q = -xc, Cat()
     for k in reversed(range(qbits)):
         take = wire(m, rem >= (d << k), f"{name}_take{k}")
-        rem = wire(m, Mux(take, rem - (d << k), rem), f"{name}_rem{k}")
-        bits.append(take)
-    q = stage(Cat(*reversed(bits)), f"{name}_q")
-    r = stage(-rem, f"{name}_r")                      # xp - q * x0, in (x0, 0]
-    return stage(((r - 2 * x0) << (n - q)[:qbits]) >> 1, f"{name}_e")
+        rem, q = (stage(Mux(take, rem - (d << k), rem), f"{name}_rem{k}"),
+                  stage(Cat(take, q), f"{name}_q{k}"))
+    # r = -rem is in (x0, 0]; r - 2 * x0 >= 0
+    base, amount = stage(-rem - 2 * x0, f"{name}_base"), stage((n - q)[:qbits], f"{name}_sh")
+    coarse = stage(base << Cat(Const(0, 2), amount[2:]), f"{name}_coarse")
+    fine = stage(amount[:2], f"{name}_fine")
+    return stage((coarse << fine) >> 1, f"{name}_e")

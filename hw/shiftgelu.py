@@ -17,13 +17,14 @@ Valid for ``|x0| < 256`` (``1.702 * S > 1/256``), which :func:`gen.unit_params.s
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, signed, unsigned
 from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import check_row_unit, validating
 from .divider import pipelined_quotient
-from .pipeline import Pipeline, vector_layout, wire
+from .dsp import LATENCY as PRODUCT_LATENCY
+from .pipeline import Pipeline, split_latency, split_product, vector_layout
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -31,10 +32,8 @@ from .rowbuffer import (
     loaded_with_max,
     ring_slots,
     row_layout,
-    row_stage,
 )
-from .shiftexp import STAGES as EXP_STAGES
-from .shiftexp import shift_exp
+from .shiftexp import shift_exp, stages
 
 __all__ = ["ShiftGelu", "params_layout", "N", "X0_LIMIT"]
 
@@ -42,7 +41,11 @@ N = 23
 X0_LIMIT = 256          # |x0| bound that keeps y within in_bits + 8 bits
 SUM_LIMIT = (1 << 31) - 1
 E2_CAP = 1 << 40
-LATENCY = EXP_STAGES + 1 + 31 + 2
+EXP_STAGES = stages(N)
+E2_STAGES = 13          # per-row shift_exp(-c): clamp 3, division 5, remainder 2, shift 3
+SIG_BITS = 31           # e1 < |x0| * 2^23 < 2^31, and so are s and f
+# per element: shift_exp, the sum, 31 division steps, e1 * f, then q * sigma
+LATENCY = EXP_STAGES + 1 + 31 + split_latency(SIG_BITS, SIG_BITS) + PRODUCT_LATENCY
 
 
 def params_layout() -> data.StructLayout:
@@ -65,28 +68,37 @@ class ShiftGelu(wiring.Component):
                           "o": Out(stream.Signature(vector_layout(self.out_bits, lanes))),
                           "params": In(params_layout()), "error": Out(1)})
 
-    def _e2(self, m: Module, c, x0):
-        """``shift_exp(-c)`` for either sign of ``-c``, saturating like the golden (combinational;
-        used once per row)."""
+    @staticmethod
+    def _e2(p: Pipeline, c, x0):
+        """``shift_exp(-c)`` for either sign of ``-c``, saturating like the golden, one step per
+        stage of ``p`` (:data:`E2_STAGES`; a new row every cycle)."""
         x = -c
-        xp = x + (x >> 1) - (x >> 4)
-        xc = Mux(xp < N * x0, N * x0, xp)
+        xp = p.stage(x + (x >> 1) - (x >> 4), "e2_xp")
+        xc = p.stage(Mux(xp < N * x0, N * x0, xp), "e2_xc")
         d = -x0
         # xc <= 0: q = floor(-xc / d) <= n ;  xc > 0: q = -ceil(xc / d), saturated at -32
         neg = xc <= 0
-        a = Mux(neg, -xc, xc + d - 1)
-        rem, bits = a, []
+        a, neg, xc = p.stage(Mux(neg, -xc, xc + d - 1), "e2_a"), p.stage(neg), p.stage(xc)
+        sat = p.stage(~neg & (a >= (d << 5)), "e2_sat")
+        rem, q = a, Cat()
         for k in reversed(range(5)):
-            take = wire(m, rem >= (d << k), f"e2_take{k}")
-            rem = wire(m, Mux(take, rem - (d << k), rem), f"e2_rem{k}")
-            bits.append(take)
-        qq = Cat(*reversed(bits))
-        sat = ~neg & (a >= (d << 5))
-        r = Mux(neg, -rem, xc - qq * d)                     # in (x0, 0]
-        shift = Mux(neg, N - qq, N + qq)
-        big = sat | (shift > 40)
-        e = ((r - 2 * x0) << shift[:6]) >> 1
-        return Mux(big | (e > E2_CAP), E2_CAP, e)
+            take = rem >= (d << k)
+            rem, q = (p.stage(Mux(take, rem - (d << k), rem), f"e2_rem{k}"),
+                      p.stage(Cat(take, q), f"e2_q{k}"))
+            if k:
+                sat = p.stage(sat)
+            neg, xc = p.stage(neg), p.stage(xc)
+        qd = p.stage(q * d, "e2_qd")                       # q <= 31, |x0| < 2^9
+        rem, neg, xc, shift = p.stage(rem), p.stage(neg), p.stage(xc), p.stage(
+            Mux(neg, N - q, N + q), "e2_shift")
+        sat = p.stage(sat)
+        r = p.stage(Mux(neg, -rem, xc - qd), "e2_r")       # in (x0, 0]
+        big = p.stage(sat | (shift > 40), "e2_big")
+        shift = p.stage(shift)
+        base, big, shift = p.stage(r - 2 * x0, "e2_base"), p.stage(big), p.stage(shift[:6])
+        e = p.stage((base << shift) >> 1, "e2_e")
+        return p.stage(Mux(p.stage(big) | (e > E2_CAP), E2_CAP, e)[:E2_CAP.bit_length()],
+                       "e2")
 
     def elaborate(self, platform):
         m = Module()
@@ -103,12 +115,11 @@ class ShiftGelu(wiring.Component):
         # ---- e2 = shift_exp(-c), once per row --------------------------------------------------
         ready = stream.Signature(row_layout(D, S, L, c=signed(W),
                                             e2=unsigned(E2_CAP.bit_length()))).create()
-        e2 = Signal(range(E2_CAP + 1))
-        with row_stage(m, "e2", loaded, ready) as row:
-            with m.State("RUN"):
-                m.d.sync += e2.eq(self._e2(m, row.max, x0))
-                m.next = "OUT"
-        m.d.comb += describe(ready.payload, row, c=row.max, e2=e2)
+        pe = Pipeline(m, "e2", platform)
+        e2 = self._e2(pe, loaded.payload.max, x0)
+        row = pe.delay(loaded.payload, E2_STAGES, "row")
+        m.d.comb += describe(pe.result(ready), row, c=row.max, e2=e2)
+        pe.connect(loaded, ready, E2_STAGES)
 
         # ---- per-element datapath on the replayed rows ------------------------------------------
         replay = RowReplay(m, row_r, ready, L)
@@ -124,12 +135,13 @@ class ShiftGelu(wiring.Component):
             e1 = shift_exp(m, p.stage, q - src.row.c, x0, N, f"l{n}")
             q4 = p.delay(q, EXP_STAGES, f"q{n}")
             s = p.stage(Mux(e1 + e2d > SUM_LIMIT, SUM_LIMIT, e1 + e2d)[:31], f"s{n}")
-            e1s, q5 = p.stage(e1, f"e1s{n}"), p.stage(q4, f"q5_{n}")
-            f, (e1d, qd) = pipelined_quotient(p, SUM_LIMIT, s, 31, carry=(e1s, q5),
+            e1s, q5 = p.stage(e1[:SIG_BITS], f"e1s{n}"), p.stage(q4, f"q5_{n}")
+            f, (e1d, qd) = pipelined_quotient(p, SUM_LIMIT, s, SIG_BITS, carry=(e1s, q5),
                                               name=f"div{n}")
-            sig = p.stage((e1d * f) >> 24, f"sig{n}")
-            qdd = p.stage(qd, f"qdd{n}")
-            y = p.stage(qdd * sig, f"y{n}")
+            # e1 * f <= s * f < 2^31: sigma = (e1 * f) >> 24 <= 127
+            sig = (split_product(p.product, p.stage, e1d, f, f"sig{n}") >> 24)[:8]
+            qdd = p.delay(qd, split_latency(SIG_BITS, SIG_BITS), f"qdd{n}")
+            y = p.product(qdd, sig, f"y{n}")
             m.d.comb += res.data[n].eq(y[:self.out_bits])
         p.connect(replay.o, self.o, LATENCY, lead=RowReplay.LATENCY)
         return m

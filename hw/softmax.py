@@ -36,6 +36,7 @@ from .pipeline import (
     delay,
     register,
     replicas,
+    split_latency,
     split_product,
     tree_levels,
     tree_sum,
@@ -53,8 +54,7 @@ from .rowbuffer import (
     row_stage,
     stage_copies,
 )
-from .shiftexp import STAGES as shift_exp_stages
-from .shiftexp import shift_exp
+from .shiftexp import shift_exp, stages
 
 __all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"]
 
@@ -147,9 +147,9 @@ class Shiftmax(wiring.Component):
             coarse = reg(P >> Cat(Const(0, 2), octave4[2:5]), "coarse")
             zero, fine = reg(octave4 > DYAD_GUARD, "zero"), reg(octave4[:2], "fine")
             return reg(Mux(zero, 0, coarse >> fine), "e")
-        # ivit: the four shift-exponential stages, then registers to match the dyad latency
+        # ivit: the shift-exponential stages, then registers to match the dyad latency
         e = shift_exp(m, reg, reg(x, "xr"), prm.x0, IVIT_N, f"sx{n}")
-        return delay(m, e, EXP_LATENCY - 1 - shift_exp_stages, f"e_ivit{n}_")
+        return delay(m, e, EXP_LATENCY - 1 - stages(IVIT_N), f"e_ivit{n}_")
 
     def elaborate(self, platform):
         m = Module()
@@ -236,7 +236,7 @@ class Shiftmax(wiring.Component):
             hs = [p.stage(q >> (shift - 1)[:7], f"half{n}") for n, q in enumerate(ps)]
             rs = [p.stage((h + 1) >> 1, f"round{n}") for n, h in enumerate(hs)]
             outs = [p.stage(Mux(r > limit, limit, r)[:16], f"p{n}") for n, r in enumerate(rs)]
-        depth = 5 if self.mode == "ivit" else 7
+        depth = 1 + split_latency(self.e_bits, self.f_bits) + (1 if self.mode == "ivit" else 3)
         framed = p.delay(Cat(replay.o.payload.count, replay.o.payload.last), depth, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
                      *[res.data[n].eq(v) for n, v in enumerate(outs)]]
