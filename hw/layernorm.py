@@ -110,7 +110,7 @@ class LayerNorm(wiring.Component):
         def reg(v, name):
             return register(m, v, name)
 
-        live = [reg(Mux(n < beat.count, beat.data[n], 0), f"live{n}") for n in range(L)]
+        live = [reg(Mux(beat.live[n], beat.data[n], 0), f"live{n}") for n in range(L)]
         squares = [dsp.product(m, platform, x, x, f"square{n}") for n, x in enumerate(live)]
         beat_sum = reg(reg(tree_sum(live, stage=reg), "beat_sum0"), "beat_sum")
         square_sum = tree_sum(squares, stage=reg)

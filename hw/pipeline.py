@@ -7,14 +7,15 @@ registers. The datapath code then reads like the algorithm, and every unit stall
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFO
 
 from . import dsp
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "masked_max",
-           "tree_sum", "tree_levels", "split_product", "split_latency", "replicas", "KEEP_REPLICAS"]
+           "lane_mask", "tree_sum", "tree_levels", "split_product", "split_latency", "replicas",
+           "KEEP_REPLICAS"]
 
 
 def wire(m: Module, value, name: str):
@@ -62,12 +63,19 @@ def tree_levels(n: int) -> int:
     return max(0, (n - 1).bit_length())
 
 
-def masked_max(m: Module, start, values, count, name: str, stage=None):
-    """Maximum of ``start`` and the first ``count`` of ``values``, as a balanced tree of
+def lane_mask(count, lanes: int):
+    """Bit ``n`` set for the valid lanes ``n < count`` of a beat. Registered beside the data, a
+    lane's bit gates its element alone (a ``count`` compared in every lane fanned out to every
+    lane's gated register)."""
+    return Cat(*(n < count for n in range(lanes)))
+
+
+def masked_max(m: Module, start, values, live, name: str, stage=None):
+    """Maximum of ``start`` and the ``values`` whose ``live`` bit is set, as a balanced tree of
     comparisons (depth :func:`tree_levels` of ``n + 1``; one signal per node). ``stage(value,
     name)``, when given, registers every level (a new maximum each cycle, that many cycles
     later)."""
-    level = [start] + [Mux(n < count, v, start) for n, v in enumerate(values)]
+    level = [start] + [Mux(live[n], v, start) for n, v in enumerate(values)]
     depth = 0
     while len(level) > 1:
         level = [wire(m, Mux(level[k + 1] > level[k], level[k + 1], level[k]),

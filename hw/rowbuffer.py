@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream
 
-from .pipeline import count_shape, delay, masked_max, register, tree_levels
+from .pipeline import count_shape, delay, lane_mask, masked_max, register, tree_levels
 from .rowparallel import round_robin
 
 __all__ = ["ring_slots", "row_layout", "describe", "descriptor_fifo", "RowLoader", "RowReplay",
@@ -98,11 +98,12 @@ class RowLoader:
                 m.d.sync += [ptr.eq(0), base.eq(next_base), addr.eq(next_base)]
 
         self.beat = Signal(data.StructLayout({
-            "valid": 1, "first": 1, "last": 1, "count": i.payload.count.shape(),
+            "valid": 1, "first": 1, "last": 1, "count": i.payload.count.shape(), "live": lanes,
             "data": i.payload.data.shape(), "row": self.layout}), name=f"{name}_beat")
         b = self.beat
         m.d.sync += [b.valid.eq(accept), b.first.eq(ptr == 0), b.last.eq(i.payload.last),
-                     b.count.eq(i.payload.count), b.data.eq(i.payload.data),
+                     b.count.eq(i.payload.count), b.live.eq(lane_mask(i.payload.count, lanes)),
+                     b.data.eq(i.payload.data),
                      b.row.base.eq(base), b.row.beats.eq(Mux(ptr < depth, ptr + 1, ptr)),
                      b.row.last_count.eq(i.payload.count)]
 
@@ -113,7 +114,7 @@ def loaded_with_max(m: Module, load: RowLoader, width: int, depth: int, slots: i
     each beat's maximum is a tree registered at every level, folded into the row's after it."""
     lowest = Const(-(1 << (width - 1)), signed(width))
     beat = load.beat
-    beat_max = masked_max(m, lowest, [beat.data[n] for n in range(lanes)], beat.count,
+    beat_max = masked_max(m, lowest, [beat.data[n] for n in range(lanes)], beat.live,
                           "beat_max", stage=lambda v, name: register(m, v, name))
     tag = delay(m, beat, tree_levels(lanes + 1), "max_tag")
     row_max = Signal(signed(width))

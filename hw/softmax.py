@@ -34,6 +34,7 @@ from .dsp import product
 from .pipeline import (
     Pipeline,
     delay,
+    lane_mask,
     register,
     replicas,
     split_latency,
@@ -173,16 +174,18 @@ class Shiftmax(wiring.Component):
         es = [self._exp(m, platform, xw.data[n * self.in_bits:(n + 1) * self.in_bits].as_signed()
                         - xw.row.max, n) for n in range(L)]
         tags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "count": xw.count.shape(),
+                                  "live": L,
                                   "addr": xw.row.base.shape(), "row": loaded.payload.shape()})
         etag = Signal(tags)
         m.d.comb += [etag.valid.eq(xs.o.valid), etag.first.eq(xw.index == 0),
                      etag.last.eq(xw.last), etag.count.eq(xw.count),
+                     etag.live.eq(lane_mask(xw.count, L)),
                      etag.addr.eq(xw.row.base + xw.index), etag.row.eq(xw.row)]
         etag = delay(m, etag, EXP_LATENCY, "etag")
         m.d.comb += [e_w.addr.eq(etag.addr), e_w.en.eq(etag.valid),
                      e_w.data.eq(Cat(*[e[:self.e_bits] for e in es]))]
         # the beat's sum: an adder tree registered at every level
-        esum = tree_sum([register(m, Mux(n < etag.count, es[n], 0), f"e_live{n}")
+        esum = tree_sum([register(m, Mux(etag.live[n], es[n], 0), f"e_live{n}")
                          for n in range(L)], stage=lambda v, name: register(m, v, name))
         stag = delay(m, etag, tree_levels(L) + 1, "sum_tag")
         total = Signal(self.sum_bits)
