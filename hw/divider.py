@@ -81,21 +81,19 @@ class SequentialDivider(wiring.Component):
 
 
 
-def pipelined_quotient(p, num: int, den, bits: int, carry=(), name: str = "pdiv"):
+def pipelined_quotient(p, num: int, den, bits: int, name: str = "pdiv"):
     """``num // den`` for a constant ``num < 2^bits`` and an unsigned value ``den >= 1``: one
     restoring step per stage of the :class:`~hw.pipeline.Pipeline` ``p`` (``bits`` stages, a new
-    division every cycle). ``carry`` values are delayed alongside. Returns ``(quotient, carried)``.
-    """
+    division every cycle)."""
     if not 0 <= num < 1 << bits:
         raise ValueError(f"num must be in [0, 2^{bits}), not {num!r}")
     width = len(den) + 1
     rem, quot = Const(0, width), Const(0, 1)
-    carried = list(carry)
     for k in reversed(range(bits)):
         trial = Cat(Const((num >> k) & 1, 1), rem)
         take = trial >= den
-        rem = p.stage(Mux(take, trial - den, trial)[:width], f"{name}_rem{k}")
+        # rem <= num >> k < 2^(bits - k): the early steps' remainders are narrow
+        rem = p.stage(Mux(take, trial - den, trial)[:min(width, bits - k)], f"{name}_rem{k}")
         quot = p.stage(Cat(take, quot)[:bits], f"{name}_q{k}")
         den = p.stage(den, f"{name}_den{k}")
-        carried = [p.stage(v, f"{name}_c{i}_{k}") for i, v in enumerate(carried)]
-    return quot, carried
+    return quot

@@ -8,14 +8,14 @@ registers. The datapath code then reads like the algorithm, and every unit stall
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data
+from amaranth.lib import data, memory
 from amaranth.lib.fifo import SyncFIFO
 
 from . import dsp
 
-__all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "masked_max",
-           "lane_mask", "tree_sum", "tree_levels", "split_product", "split_latency", "replicas",
-           "KEEP_REPLICAS"]
+__all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "delay_line",
+           "masked_max", "lane_mask", "tree_sum", "tree_levels", "split_product", "split_latency",
+           "replicas", "KEEP_REPLICAS"]
 
 
 def wire(m: Module, value, name: str):
@@ -56,6 +56,25 @@ def delay(m: Module, value, n: int, name: str):
     for k in range(n):
         value = register(m, value, f"{name}{k}")
     return value
+
+
+def delay_line(m: Module, value, n: int, name: str):
+    """``value`` ``n`` cycles later, like :func:`delay`, but held in a LUT-RAM ring (a free-running
+    write pointer and a read pointer ``n - 1`` behind it; the read registered) instead of ``n``
+    flip-flops per bit: for values carried alongside a long datapath (a 31-stage divider)."""
+    if n < 3:
+        return delay(m, value, n, name)
+    depth = 1 << (n - 1).bit_length()                # >= n: a slot lives until it is read
+    ring = memory.Memory(shape=unsigned(len(value)), depth=depth, init=[])
+    m.submodules[name] = ring
+    w, r = ring.write_port(), ring.read_port(domain="comb")
+    at = Signal(range(depth), name=f"{name}_w")
+    back = Signal(range(depth), name=f"{name}_r", init=(1 - n) % depth)
+    m.d.sync += [at.eq(at + 1), back.eq(back + 1)]
+    m.d.comb += [w.addr.eq(at), w.data.eq(value), w.en.eq(1), r.addr.eq(back)]
+    out = Signal(value.shape(), name=f"{name}_q")
+    m.d.sync += out.eq(r.data)
+    return out
 
 
 def tree_levels(n: int) -> int:

@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_row_unit, validating
 from .divider import pipelined_quotient
 from .dsp import LATENCY as PRODUCT_LATENCY
-from .pipeline import Pipeline, split_latency, split_product, vector_layout
+from .pipeline import Pipeline, delay_line, split_latency, split_product, vector_layout
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -127,21 +127,22 @@ class ShiftGelu(wiring.Component):
         src = replay.o.payload
         p = Pipeline(m, "sgelu", platform)
         res = p.result(self.o)
-        flags_out = p.delay(Cat(src.count, src.last), LATENCY, "flags")
+        # values riding alongside the divider wait in LUT-RAM delay lines, not flip-flops
+        # (carried through the 31 steps they were 20 000 of the unit's 69 000 FFs)
+        flags_out = delay_line(m, Cat(src.count, src.last), LATENCY, "flags")
         m.d.comb += Cat(res.count, res.last).eq(flags_out)
-        e2d = p.delay(src.row.e2, EXP_STAGES, "e2")
+        e2d = delay_line(m, src.row.e2, EXP_STAGES, "e2")
+        product_latency = split_latency(SIG_BITS, SIG_BITS)
         for n in range(L):
             q = src.data[n * W:(n + 1) * W].as_signed()
             e1 = shift_exp(m, p.stage, q - src.row.c, x0, N, f"l{n}")
-            q4 = p.delay(q, EXP_STAGES, f"q{n}")
             s = p.stage(Mux(e1 + e2d > SUM_LIMIT, SUM_LIMIT, e1 + e2d)[:31], f"s{n}")
-            e1s, q5 = p.stage(e1[:SIG_BITS], f"e1s{n}"), p.stage(q4, f"q5_{n}")
-            f, (e1d, qd) = pipelined_quotient(p, SUM_LIMIT, s, SIG_BITS, carry=(e1s, q5),
-                                              name=f"div{n}")
+            f = pipelined_quotient(p, SUM_LIMIT, s, SIG_BITS, name=f"div{n}")
+            e1d = delay_line(m, e1[:SIG_BITS], 1 + SIG_BITS, f"e1d{n}")
             # e1 * f <= s * f < 2^31: sigma = (e1 * f) >> 24 <= 127
             sig = (split_product(p.product, p.stage, e1d, f, f"sig{n}") >> 24)[:8]
-            qdd = p.delay(qd, split_latency(SIG_BITS, SIG_BITS), f"qdd{n}")
-            y = p.product(qdd, sig, f"y{n}")
+            qd = delay_line(m, q, EXP_STAGES + 1 + SIG_BITS + product_latency, f"qd{n}")
+            y = p.product(qd, sig, f"y{n}")
             m.d.comb += res.data[n].eq(y[:self.out_bits])
         p.connect(replay.o, self.o, LATENCY, lead=RowReplay.LATENCY)
         return m
