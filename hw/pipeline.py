@@ -197,40 +197,39 @@ class Pipeline:
             self._result = Signal(o.payload.shape(), name=f"{self.name}_result")
         return self._result
 
-    # cycles from the datapath's last stage to ``o``: the output register
-    OUTPUT_LATENCY = 1
+    # cycles from the datapath's last stage to ``o``: the FIFO's write, the output register
+    OUTPUT_LATENCY = 2
 
     @staticmethod
     def buffer_depth(depth: int) -> int:
         """Output FIFO entries for a ``depth``-stage datapath: every element in flight, the
-        output register and the credit's return, so that a ready output never makes the input
-        wait."""
-        return depth + 3
+        FIFO's and the output register's cycles and the credit's return, so that a ready output
+        never makes the input wait."""
+        return depth + Pipeline.OUTPUT_LATENCY + 2
 
     def connect(self, i, o, depth: int, lead: int = 0) -> None:
-        """``o`` is a register. It takes the FIFO's oldest result, or, while the FIFO is empty,
-        the datapath's result directly: with ``o`` always ready every result leaves ``depth +
-        OUTPUT_LATENCY`` cycles after its input, as from a pipeline that never stalls (the
-        drain relies on it for the requantiser).
+        """Every result enters the output FIFO (its write enable is the valid chain's last
+        register, with nothing in between: a bypass decided from the FIFO's level was the GELU's
+        longest path), and ``o`` is a register that takes the FIFO's oldest entry. With ``o``
+        always ready every result leaves ``depth + OUTPUT_LATENCY`` cycles after its input, as
+        from a pipeline that never stalls (the drain relies on it for the requantiser).
 
         ``lead``: ``i`` comes from a free-running source whose ``ready`` lets it start an
         element that arrives ``lead`` cycles later and is then always taken (a
         :class:`~hw.rowbuffer.RowReplay`); the credit keeps room for those in flight."""
         m = self.m
         capacity = self.buffer_depth(depth + lead)
-        result = self.result(o).as_value()
-        m.submodules[f"{self.name}_fifo"] = fifo = SyncFIFO(width=len(result), depth=capacity)
+        m.submodules[f"{self.name}_fifo"] = fifo = SyncFIFO(width=len(self.result(o).as_value()),
+                                                            depth=capacity)
         accept = i.valid if lead else i.valid & i.ready
         taken = o.valid & o.ready
-        done = delay(m, accept, depth, f"{self.name}_valid")     # result valid at the last stage
         held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not taken
         m.d.sync += held.eq(held + accept - taken)
         m.d.comb += i.ready.eq(held < capacity - lead)
         load = Signal(name=f"{self.name}_load")                  # the output register is free
         m.d.comb += [load.eq(~o.valid | o.ready),
-                     fifo.w_data.eq(result),
-                     fifo.w_en.eq(done & ~(load & ~fifo.r_rdy)),
+                     fifo.w_data.eq(self.result(o).as_value()),
+                     fifo.w_en.eq(delay(m, accept, depth, f"{self.name}_valid")),
                      fifo.r_en.eq(load)]
         with m.If(load):
-            m.d.sync += [o.valid.eq(fifo.r_rdy | done),
-                         o.payload.eq(Mux(fifo.r_rdy, fifo.r_data, result))]
+            m.d.sync += [o.valid.eq(fifo.r_rdy), o.payload.eq(fifo.r_data)]
