@@ -54,9 +54,11 @@ def describe(payload, row, **values) -> list:
             *(payload[k].eq(v) for k, v in values.items())]
 
 
-def descriptor_fifo(m: Module, layout, depth: int, name: str):
-    """A FIFO of descriptors; returns ``(write stream, read stream)`` with ``layout`` payloads."""
-    f = fifo.SyncFIFOBuffered(width=layout.size, depth=depth)
+def descriptor_fifo(m: Module, layout, depth: int, name: str, *, buffered: bool = True):
+    """A FIFO of descriptors; returns ``(write stream, read stream)`` with ``layout`` payloads.
+    ``buffered``: the head in a register (else read from the LUT-RAM, one register fewer on the
+    read enable)."""
+    f = (fifo.SyncFIFOBuffered if buffered else fifo.SyncFIFO)(width=layout.size, depth=depth)
     m.submodules[name] = f
     w, r = stream.Signature(layout).flip().create(), stream.Signature(layout).create()
     m.d.comb += [f.w_data.eq(w.payload.as_value()), f.w_en.eq(w.valid), w.ready.eq(f.w_rdy),
@@ -146,9 +148,11 @@ class RowReplay:
                                     "last": 1, "index": row_shape["beats"].shape,
                                     "row": row_shape})
         self.o = stream.Signature(layout).create()
-        # descriptors through a registered two-entry FIFO: a stage's result (or the collect
-        # multiplexer of its copies) never drives the wide descriptor register's enable
-        queued_w, rows_in = descriptor_fifo(m, row_shape, 2, f"{name}_rows")
+        # descriptors through a two-entry FIFO: a stage's result (or the collect multiplexer of
+        # its copies) never drives the wide descriptor register's enable. Its head is read from
+        # the LUT-RAM: a head register loaded on the same enable as ``cur`` doubled that
+        # enable's fan-out, the Shiftmax's longest path
+        queued_w, rows_in = descriptor_fifo(m, row_shape, 2, f"{name}_rows", buffered=False)
         m.d.comb += [queued_w.payload.eq(rows.payload), queued_w.valid.eq(rows.valid),
                      rows.ready.eq(queued_w.ready)]
         rows = rows_in

@@ -24,7 +24,14 @@ from amaranth.lib.wiring import In, Out
 from .checks import check_row_unit, validating
 from .divider import pipelined_quotient
 from .dsp import LATENCY as PRODUCT_LATENCY
-from .pipeline import Pipeline, delay_line, split_latency, split_product, vector_layout
+from .pipeline import (
+    Pipeline,
+    delay_line,
+    replicas,
+    split_latency,
+    split_product,
+    vector_layout,
+)
 from .rowbuffer import (
     RowLoader,
     RowReplay,
@@ -44,8 +51,8 @@ E2_CAP = 1 << 40
 EXP_STAGES = stages(N)
 E2_STAGES = 13          # per-row shift_exp(-c): clamp 3, division 5, remainder 2, shift 3
 SIG_BITS = 31           # e1 < |x0| * 2^23 < 2^31, and so are s and f
-# per element: shift_exp, the sum, 31 division steps, e1 * f, then q * sigma
-LATENCY = EXP_STAGES + 1 + 31 + split_latency(SIG_BITS, SIG_BITS) + PRODUCT_LATENCY
+# per element: shift_exp, the sum and its clamp, 31 division steps, e1 * f, then q * sigma
+LATENCY = EXP_STAGES + 2 + 31 + split_latency(SIG_BITS, SIG_BITS) + PRODUCT_LATENCY
 
 
 def params_layout() -> data.StructLayout:
@@ -131,17 +138,19 @@ class ShiftGelu(wiring.Component):
         # (carried through the 31 steps they were 20 000 of the unit's 69 000 FFs)
         flags_out = delay_line(m, Cat(src.count, src.last), LATENCY, "flags")
         m.d.comb += Cat(res.count, res.last).eq(flags_out)
-        e2d = delay_line(m, src.row.e2, EXP_STAGES, "e2")
+        # the row's e2 in a copy per four lanes, beside each lane's e1
+        e2s = replicas(m, delay_line(m, src.row.e2, EXP_STAGES - 1, "e2"), -(-L // 4), "e2")
         product_latency = split_latency(SIG_BITS, SIG_BITS)
         for n in range(L):
             q = src.data[n * W:(n + 1) * W].as_signed()
             e1 = shift_exp(m, p.stage, q - src.row.c, x0, N, f"l{n}")
-            s = p.stage(Mux(e1 + e2d > SUM_LIMIT, SUM_LIMIT, e1 + e2d)[:31], f"s{n}")
+            total = p.stage(e1 + e2s[n // 4], f"total{n}")
+            s = p.stage(Mux(total > SUM_LIMIT, SUM_LIMIT, total)[:31], f"s{n}")
             f = pipelined_quotient(p, SUM_LIMIT, s, SIG_BITS, name=f"div{n}")
-            e1d = delay_line(m, e1[:SIG_BITS], 1 + SIG_BITS, f"e1d{n}")
+            e1d = delay_line(m, e1[:SIG_BITS], 2 + SIG_BITS, f"e1d{n}")
             # e1 * f <= s * f < 2^31: sigma = (e1 * f) >> 24 <= 127
             sig = (split_product(p.product, p.stage, e1d, f, f"sig{n}") >> 24)[:8]
-            qd = delay_line(m, q, EXP_STAGES + 1 + SIG_BITS + product_latency, f"qd{n}")
+            qd = delay_line(m, q, EXP_STAGES + 2 + SIG_BITS + product_latency, f"qd{n}")
             y = p.product(qd, sig, f"y{n}")
             m.d.comb += res.data[n].eq(y[:self.out_bits])
         p.connect(replay.o, self.o, LATENCY, lead=RowReplay.LATENCY)
