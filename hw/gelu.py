@@ -30,6 +30,7 @@ PRODUCT = split_latency(16, COEF_BITS + 1)
 # magnitude, segment, lookup; u = (c2 t) >> s; v; w = (v t) >> s; g; y
 LATENCY = 3 + (PRODUCT + 1) + 1 + (PRODUCT + 1) + 2
 LANES_PER_TABLE = 2
+LOOKUP_BITS = 8          # coefficient bits per segment register
 
 
 def params_layout() -> data.StructLayout:
@@ -75,11 +76,20 @@ class GeluUnit(wiring.Component):
             a = p.stage(Mux(q < 0, -q, q).as_unsigned()[:self.in_bits], f"a{n}")
             relu = p.delay(Mux(q > 0, q, 0), 3, f"relu{n}")
             # the segment in a register per coefficient: each drives ~100 lookup LUTs
-            seg, *segs = replicas(m, a >> shift, 4, f"seg{n}")
+            # the segment in a register per byte of the three coefficients (one per coefficient
+            # still had to reach 96 lookup LUTs: 8 ns of routing)
+            pieces = COEF_BITS // LOOKUP_BITS
+            seg, *segs = replicas(m, a >> shift, 1 + 3 * pieces, f"seg{n}")
             t = p.delay((a & ((1 << shift) - 1))[:self.in_bits], 2, f"t{n}")
-            c0, c1, c2 = (p.stage(Array(table[k][s_] for s_ in range(SEGMENTS))[sg[:4]],
-                                  f"{c}_{n}")
-                          for k, (c, sg) in enumerate(zip(("c0", "c1", "c2"), segs)))
+
+            def lookup(k, name):
+                """Coefficient ``k`` of the lane's segment, a byte per segment register."""
+                parts = [Array(table[k][s_][b * LOOKUP_BITS:(b + 1) * LOOKUP_BITS]
+                               for s_ in range(SEGMENTS))[segs[k * pieces + b][:4]]
+                         for b in range(pieces)]
+                return p.stage(Cat(*parts).as_signed(), name)
+
+            c0, c1, c2 = (lookup(k, f"{c}_{n}") for k, c in enumerate(("c0", "c1", "c2")))
             ins = p.stage(seg < prm.segments, f"inside{n}")
             # t < 2^s, so |(c * t) >> s| <= |c|: u fits a coefficient, v = c1 + u and w one bit
             # more. Each product: operands into the multipliers' registers, partial products
