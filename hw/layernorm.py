@@ -83,7 +83,7 @@ class LayerNorm(wiring.Component):
         vb = self.var_bits
         # cycles per row of each stage (rows overlap their stages): take the descriptor, hand
         # over operands, the engine, offer the result (+ the mean's rounding and variance states)
-        stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 13]
+        stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 14]
                   + ([SequentialSqrt.cycles(vb, ENGINE_BITS_PER_CYCLE) + 3] if mode == "dyad" else
                      [SequentialDivider.cycles(vb, ENGINE_BITS_PER_CYCLE) + 3] * IVIT_NEWTON_STEPS)
                   + [SequentialDivider.cycles(31, ENGINE_BITS_PER_CYCLE) + 3])
@@ -146,6 +146,8 @@ class LayerNorm(wiring.Component):
                 self.sum_bits, n_bits, ENGINE_BITS_PER_CYCLE, quotient_bits=W)
             q0 = Signal(W, name=f"{name}_q0")
             rem = Signal(self.sum_bits, name=f"{name}_rem")
+            off = Signal(signed(self.sum_bits + 1), name=f"{name}_off")
+            mag_mean = Signal(W + 1, name=f"{name}_mag_mean")
             up = Signal(name=f"{name}_up")                  # round the quotient up
             mean = Signal(signed(W + 1), name=f"{name}_mean")
             d = Signal(signed(n_bits + 1), name=f"{name}_d")
@@ -176,10 +178,12 @@ class LayerNorm(wiring.Component):
                     m.next = "ROUND"
                 with m.State("ROUND"):
                     m.d.sync += up.eq(((rem << 1) > row.n) | (((rem << 1) == row.n) & q0[0]))
+                    m.next = "OFFSET"
+                with m.State("OFFSET"):                   # |total| - n * |mean|, then its sign
+                    m.d.sync += [off.eq(rem - Mux(up, row.n, 0)), mag_mean.eq(q0 + up)]
                     m.next = "SIGN"
                 with m.State("SIGN"):
-                    off = rem - Mux(up, row.n, 0)                 # |total| - n * |mean|
-                    m.d.sync += [mean.eq(Mux(neg, -(q0 + up), q0 + up)),
+                    m.d.sync += [mean.eq(Mux(neg, -mag_mean, mag_mean)),
                                  d.eq(Mux(neg, -off, off))]
                     m.next = "SUM"
                 # one operation per state (the sum, product and difference in one cycle: 18 ns)
