@@ -131,19 +131,19 @@ def _chunks(v, width: int):
 def split_latency(a_bits: int, b_bits: int, width: int = dsp.PORT_BITS) -> int:
     """Cycles of :func:`split_product` for operands of these widths."""
     parts = -(-a_bits // width) * -(-b_bits // width)
-    return dsp.LATENCY + max(1, tree_levels(parts))
+    return dsp.LATENCY + 1 + tree_levels(parts)
 
 
 def split_product(multiply, stage, a, b, name: str, width: int = dsp.PORT_BITS):
     """``a * b`` for operands wider than one DSP port: each is split into ``width``-bit pieces,
     every pair of pieces is one ``multiply(x, y, name)`` (a :func:`hw.dsp.product`: operands
-    registered, then the product, one hardware multiplier with nothing else in its cycles), and
-    the shifted partial products are summed by a tree registered at every level by
-    ``stage(value, name)``: :func:`split_latency` cycles."""
-    parts = [multiply(x, y, f"{name}_pp{i}_{j}") << (width * (i + j))
+    registered, then the product, one hardware multiplier with nothing else in its cycles), each
+    partial product is registered, and the shifted partial products are summed by a tree
+    registered at every level by ``stage(value, name)``: :func:`split_latency` cycles."""
+    # every partial product registered in the fabric before the adders: a multiplier's output
+    # routed straight into a carry chain placed far from the DSP row was the Shiftmax's path
+    parts = [stage(multiply(x, y, f"{name}_pp{i}_{j}"), f"{name}_pp{i}_{j}_q") << (width * (i + j))
              for i, x in enumerate(_chunks(a, width)) for j, y in enumerate(_chunks(b, width))]
-    if len(parts) == 1:
-        return stage(parts[0], name)
     return tree_sum(parts, stage=lambda v, level: stage(v, f"{name}_{level}"))
 
 

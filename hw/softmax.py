@@ -66,7 +66,10 @@ DYAD_GUARD = 16         # gen.intops.EXP2_GUARD
 # unit's longest path (11.7 ns); the reciprocal's copies make up for the doubled latency
 RECIP_BITS_PER_CYCLE = 1
 LANES_PER_F = 4         # lanes sharing one copy of the row's reciprocal
-EXP_LATENCY = 13        # read -> exponential result, cycles
+# x * mul and t * c2: an operand of up to 18 bits times a 20 / 24-bit parameter (two pieces)
+EXP_PRODUCT = split_latency(18, 24)
+# read -> exponential result, cycles: x - max, x * mul, v, t * c2, (c1 + u) * t, c0 + w, shift
+EXP_LATENCY = 1 + EXP_PRODUCT + 1 + EXP_PRODUCT + 2 + 1 + 2
 
 
 def params_layout(mode: str) -> data.StructLayout:
@@ -138,7 +141,9 @@ class Shiftmax(wiring.Component):
             octave = reg(-(v >> DYAD_FRAC), "oct")
             t = reg(v[:DYAD_FRAC], "t")
             u = split_product(multiply, reg, v[:DYAD_FRAC], prm.c2, "c2t") >> DYAD_FRAC
-            octave2, t2 = reg(reg(octave, "oct1"), "oct2"), reg(reg(t, "t1"), "t2")
+            # octave and t (a cycle after v) wait for u (EXP_PRODUCT after v)
+            octave2 = delay(m, octave, EXP_PRODUCT - 1, f"oct_d{n}_")
+            t2 = delay(m, t, EXP_PRODUCT - 1, f"t_d{n}_")
             # c1 + u and t into the last product's input registers; its output register is w
             w = multiply((prm.c1 + u)[:18].as_signed(), t2, "c1ut") >> DYAD_FRAC
             octave3 = reg(reg(octave2, "oct3"), "oct4")
