@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, memory
-from amaranth.lib.fifo import SyncFIFO
 
 from . import dsp
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "delay_line",
            "masked_max", "lane_mask", "tree_sum", "tree_levels", "split_product", "split_latency",
-           "replicas", "KEEP_REPLICAS"]
+           "replicas", "result_queue", "KEEP_REPLICAS"]
 
 
 def wire(m: Module, value, name: str):
@@ -40,11 +39,11 @@ def register(m: Module, value, name: str):
 KEEP_REPLICAS = "proc; setattr -set keep 1 w:*_replica* %ci1:+$dff[Q] w:*_replica* %d"
 
 
-def replicas(m: Module, value, n: int, name: str) -> list:
+def replicas(m: Module, value, n: int, name: str, *, reset_less: bool = True) -> list:
     """``n`` copies of ``value`` one cycle later, each its own register (kept apart through
     synthesis by :data:`KEEP_REPLICAS`): a value that drives hundreds of inputs gets a copy
     per group of them, so no single net has to reach across the whole unit."""
-    copies = [Signal(value.shape(), name=f"{name}_replica{k}", reset_less=True)
+    copies = [Signal(value.shape(), name=f"{name}_replica{k}", reset_less=reset_less)
               for k in range(n)]
     m.d.sync += [c.eq(value) for c in copies]
     return copies
@@ -159,6 +158,37 @@ def vector_layout(width: int, lanes: int, *, is_signed: bool = True) -> data.Str
                               "last": 1})
 
 
+QUEUE_SLICE_BITS = 64      # result bits per queue slice (its own write enable and pointers)
+
+
+def result_queue(m: Module, name: str, data, write_early, capacity: int, pop):
+    """A first-in first-out queue of ``data`` in LUT-RAM that the caller keeps from overflowing
+    (a credit count): ``data`` is written in the cycle after ``write_early``, the head leaves on
+    ``pop``. Returns ``(nonempty, head)``; ``head`` is read combinationally.
+
+    The width is cut into slices of :data:`QUEUE_SLICE_BITS`, each with its own registered write
+    enable and pointers (kept apart as replicas), so no enable or address has to reach every
+    RAM cell of a wide unit's results. There is no full check: nothing in the write path but
+    the registers."""
+    size = 1 << max(1, (capacity - 1).bit_length())
+    slices = -(-len(data) // QUEUE_SLICE_BITS)
+    writes = replicas(m, write_early, slices, f"{name}_write", reset_less=False)
+    level = Signal(range(size + 1), name=f"{name}_level")
+    m.d.sync += level.eq(level + writes[0] - pop)
+    heads = []
+    for k in range(slices):
+        piece = data[k * QUEUE_SLICE_BITS:(k + 1) * QUEUE_SLICE_BITS]
+        m.submodules[f"{name}{k}"] = ram = memory.Memory(shape=unsigned(len(piece)),
+                                                         depth=size, init=[])
+        w, r = ram.write_port(), ram.read_port(domain="comb")
+        at = Signal(range(size), name=f"{name}_w_replica{k}")
+        head_at = Signal(range(size), name=f"{name}_r_replica{k}")
+        m.d.sync += [at.eq(at + writes[k]), head_at.eq(head_at + pop)]
+        m.d.comb += [w.addr.eq(at), w.en.eq(writes[k]), w.data.eq(piece), r.addr.eq(head_at)]
+        heads.append(r.data)
+    return level != 0, Cat(*heads)
+
+
 class Pipeline:
     """A datapath of free-running registers between stream ``i`` (input) and ``o`` (output).
 
@@ -208,28 +238,28 @@ class Pipeline:
         return depth + Pipeline.OUTPUT_LATENCY + 2
 
     def connect(self, i, o, depth: int, lead: int = 0) -> None:
-        """Every result enters the output FIFO (its write enable is the valid chain's last
-        register, with nothing in between: a bypass decided from the FIFO's level was the GELU's
-        longest path), and ``o`` is a register that takes the FIFO's oldest entry. With ``o``
-        always ready every result leaves ``depth + OUTPUT_LATENCY`` cycles after its input, as
-        from a pipeline that never stalls (the drain relies on it for the requantiser).
+        """Every result enters the output queue (:func:`result_queue`: its write enables are
+        registers, with nothing in between; a bypass decided from a FIFO's level, and then the
+        FIFO's own full check, were the GELU's longest paths), and ``o`` is a register that
+        takes the queue's oldest entry. With ``o`` always ready every result leaves ``depth +
+        OUTPUT_LATENCY`` cycles after its input, as from a pipeline that never stalls (the drain
+        relies on it for the requantiser).
 
         ``lead``: ``i`` comes from a free-running source whose ``ready`` lets it start an
         element that arrives ``lead`` cycles later and is then always taken (a
         :class:`~hw.rowbuffer.RowReplay`); the credit keeps room for those in flight."""
         m = self.m
         capacity = self.buffer_depth(depth + lead)
-        m.submodules[f"{self.name}_fifo"] = fifo = SyncFIFO(width=len(self.result(o).as_value()),
-                                                            depth=capacity)
         accept = i.valid if lead else i.valid & i.ready
         taken = o.valid & o.ready
         held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not taken
         m.d.sync += held.eq(held + accept - taken)
         m.d.comb += i.ready.eq(held < capacity - lead)
         load = Signal(name=f"{self.name}_load")                  # the output register is free
-        m.d.comb += [load.eq(~o.valid | o.ready),
-                     fifo.w_data.eq(self.result(o).as_value()),
-                     fifo.w_en.eq(delay(m, accept, depth, f"{self.name}_valid")),
-                     fifo.r_en.eq(load)]
+        pop = Signal(name=f"{self.name}_pop")
+        nonempty, head = result_queue(m, f"{self.name}_queue", self.result(o).as_value(),
+                                      delay(m, accept, depth - 1, f"{self.name}_valid"),
+                                      capacity, pop)
+        m.d.comb += [load.eq(~o.valid | o.ready), pop.eq(load & nonempty)]
         with m.If(load):
-            m.d.sync += [o.valid.eq(fifo.r_rdy), o.payload.eq(fifo.r_data)]
+            m.d.sync += [o.valid.eq(nonempty), o.payload.eq(head)]
