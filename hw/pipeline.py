@@ -1,6 +1,6 @@
 """A pipeline between two streams, and the vector payload shared by the vector units.
 
-:class:`Pipeline` owns the valid chain, the output FIFO and the input credit of a fixed-depth
+:class:`Pipeline` owns the valid chain, the output queue and the input credit of a fixed-depth
 datapath of free-running registers: ``stage(value)`` registers a value one step further,
 ``delay(value, n)`` carries it ``n`` steps, ``product(a, b)`` multiplies in a DSP block's own
 registers. The datapath code then reads like the algorithm, and every unit stalls the same way.
@@ -194,7 +194,7 @@ class Pipeline:
 
     No register has an enable: a stall cannot freeze the datapath, so no single signal fans out
     to every flip-flop of a wide unit (the path that limited the clock once the datapath itself
-    was pipelined). Results that cannot leave at once wait in an output FIFO, and ``i`` is
+    was pipelined). Results wait in an output queue (:func:`result_queue`), and ``i`` is
     accepted only while every element in flight still has a place in it (a credit count).
     Describe the datapath with :meth:`stage` / :meth:`delay` / :meth:`product` from ``i.payload``
     to :meth:`result`, then call :meth:`connect` with its depth in stages: it drives ``i.ready``,
