@@ -61,11 +61,15 @@ class SequentialDivider(wiring.Component):
                      self.o.payload.eq(quot[:self.num_bits])]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            # quot < 2^nb: the numerator's bits above nb leave a remainder below den
+        with m.If(~busy):
+            # the operands are tracked while idle and kept from the cycle a division starts, so
+            # their registers load on ``busy`` (a flip-flop), not on the handshake (a caller's
+            # state through ``i.valid``/``i.ready`` to ~100 enables was the path); quot < 2^nb:
+            # the numerator's bits above nb leave a remainder below den
             m.d.sync += [num.eq(self.i.payload.num[:nb]), den.eq(self.i.payload.den),
-                         rem.eq(self.i.payload.num >> nb),
-                         count.eq(steps), busy.eq(1)]
+                         rem.eq(self.i.payload.num >> nb)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [count.eq(steps), busy.eq(1)]
         with m.If(busy):
             r, q = rem, quot
             for j in range(k):
