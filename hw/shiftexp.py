@@ -28,10 +28,12 @@ def shift_exp(m, stage, x, x0, n: int, name: str):
     """``stage(value, name)`` registers a value; ``x0`` is the (negative) CT constant, stable
     while the pipeline runs."""
     xp = stage(x + (x >> 1) - (x >> 4), f"{name}_xp")
-    xc = stage(Mux(xp < n * x0, n * x0, xp), f"{name}_xc")
-    d = -x0                                           # both -xc and d >= 0, -xc <= n * d
+    # the clamped value's magnitude (xp <= 0): its negation beside the clamp's compare, not in
+    # front of the first division step (that chain was the ivit Shiftmax's path)
+    d = -x0                                           # both the magnitude and d >= 0, <= n * d
+    rem = stage(Mux(xp < n * x0, n * d, -xp), f"{name}_a")
     qbits = n.bit_length()
-    rem, q = -xc, Cat()
+    q = Cat()
     for k in reversed(range(qbits)):
         take = wire(m, rem >= (d << k), f"{name}_take{k}")
         rem, q = (stage(Mux(take, rem - (d << k), rem), f"{name}_rem{k}"),
