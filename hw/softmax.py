@@ -241,10 +241,7 @@ class Shiftmax(wiring.Component):
         if self.mode == "ivit":
             outs = [p.stage((q >> shift)[:16], f"p{n}") for n, q in enumerate(ps)]
         else:
-            # e <= sum, so e * f <= 2^M - 1 and e * f >> (M - out_bits) < 2^16: the rounding
-            # and the clamp's compare need 17 bits, not the product's 64 (that compare's carry
-            # chain was the unit's path)
-            hs = [p.stage((q >> (shift - 1)[:7])[:17], f"half{n}") for n, q in enumerate(ps)]
+            hs = [p.stage(q >> (shift - 1)[:7], f"half{n}") for n, q in enumerate(ps)]
             rs = [p.stage((h + 1) >> 1, f"round{n}") for n, h in enumerate(hs)]
             outs = [p.stage(Mux(r > limit, limit, r)[:16], f"p{n}") for n, r in enumerate(rs)]
         depth = 1 + split_latency(self.e_bits, self.f_bits) + (1 if self.mode == "ivit" else 3)
