@@ -15,13 +15,26 @@ from amaranth.hdl import Cat, Const, Mux
 
 from .pipeline import wire
 
-__all__ = ["shift_exp", "stages"]
+__all__ = ["shift_exp", "divide_steps", "stages"]
 
 
 def stages(n: int) -> int:
     """Register stages of :func:`shift_exp` for ``n``: clamp (2), one per quotient bit, the
     shift's operand, its two steps."""
     return 2 + n.bit_length() + 3
+
+
+def divide_steps(m, stage, rem, d, qbits: int, name: str, carry=()):
+    """Restoring division of ``rem >= 0`` by ``d`` with ``qbits`` quotient bits, one bit per
+    ``stage``; the ``carry`` values ride alongside. Returns ``(quotient, remainder, carried)``,
+    ``qbits`` stages later."""
+    q, carried = Cat(), list(carry)
+    for k in reversed(range(qbits)):
+        take = wire(m, rem >= (d << k), f"{name}_take{k}")
+        rem, q = (stage(Mux(take, rem - (d << k), rem), f"{name}_rem{k}"),
+                  stage(Cat(take, q), f"{name}_q{k}"))
+        carried = [stage(v, f"{name}_c{i}_{k}") for i, v in enumerate(carried)]
+    return q, rem, carried
 
 
 def shift_exp(m, stage, x, x0, n: int, name: str):
@@ -33,11 +46,7 @@ def shift_exp(m, stage, x, x0, n: int, name: str):
     d = -x0                                           # both the magnitude and d >= 0, <= n * d
     rem = stage(Mux(xp < n * x0, n * d, -xp), f"{name}_a")
     qbits = n.bit_length()
-    q = Cat()
-    for k in reversed(range(qbits)):
-        take = wire(m, rem >= (d << k), f"{name}_take{k}")
-        rem, q = (stage(Mux(take, rem - (d << k), rem), f"{name}_rem{k}"),
-                  stage(Cat(take, q), f"{name}_q{k}"))
+    q, rem, _ = divide_steps(m, stage, rem, d, qbits, name)
     # r = -rem is in (x0, 0]; r - 2 * x0 >= 0
     base, amount = stage(-rem - 2 * x0, f"{name}_base"), stage((n - q)[:qbits], f"{name}_sh")
     coarse = stage(base << Cat(Const(0, 2), amount[2:]), f"{name}_coarse")

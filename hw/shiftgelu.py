@@ -40,7 +40,7 @@ from .rowbuffer import (
     ring_slots,
     row_layout,
 )
-from .shiftexp import shift_exp, stages
+from .shiftexp import divide_steps, shift_exp, stages
 
 __all__ = ["ShiftGelu", "params_layout", "N", "X0_LIMIT"]
 
@@ -76,7 +76,7 @@ class ShiftGelu(wiring.Component):
                           "params": In(params_layout()), "error": Out(1)})
 
     @staticmethod
-    def _e2(p: Pipeline, c, x0):
+    def _e2(m: Module, p: Pipeline, c, x0):
         """``shift_exp(-c)`` for either sign of ``-c``, saturating like the golden, one step per
         stage of ``p`` (:data:`E2_STAGES`; a new row every cycle)."""
         x = -c
@@ -85,16 +85,10 @@ class ShiftGelu(wiring.Component):
         d = -x0
         # xc <= 0: q = floor(-xc / d) <= n ;  xc > 0: q = -ceil(xc / d), saturated at -32
         neg = xc <= 0
-        a, neg, xc = p.stage(Mux(neg, -xc, xc + d - 1), "e2_a"), p.stage(neg), p.stage(xc)
-        sat = p.stage(~neg & (a >= (d << 5)), "e2_sat")
-        rem, q = a, Cat()
-        for k in reversed(range(5)):
-            take = rem >= (d << k)
-            rem, q = (p.stage(Mux(take, rem - (d << k), rem), f"e2_rem{k}"),
-                      p.stage(Cat(take, q), f"e2_q{k}"))
-            if k:
-                sat = p.stage(sat)
-            neg, xc = p.stage(neg), p.stage(xc)
+        mag = Mux(neg, -xc, xc + d - 1)
+        a, sat = p.stage(mag, "e2_a"), p.stage(~neg & (mag >= (d << 5)), "e2_sat")
+        q, rem, (sat, neg, xc) = divide_steps(m, p.stage, a, d, 5, "e2",
+                                              carry=(sat, p.stage(neg), p.stage(xc)))
         qd = p.stage(q * d, "e2_qd")                       # q <= 31, |x0| < 2^9
         rem, neg, xc, shift = p.stage(rem), p.stage(neg), p.stage(xc), p.stage(
             Mux(neg, N - q, N + q), "e2_shift")
@@ -123,7 +117,7 @@ class ShiftGelu(wiring.Component):
         ready = stream.Signature(row_layout(D, S, L, c=signed(W),
                                             e2=unsigned(E2_CAP.bit_length()))).create()
         pe = Pipeline(m, "e2", platform)
-        e2 = self._e2(pe, loaded.payload.max, x0)
+        e2 = self._e2(m, pe, loaded.payload.max, x0)
         row = pe.delay(loaded.payload, E2_STAGES, "row")
         m.d.comb += describe(pe.result(ready), row, c=row.max, e2=e2)
         pe.connect(loaded, ready, E2_STAGES)
