@@ -227,13 +227,13 @@ class Pipeline:
             self._result = Signal(o.payload.shape(), name=f"{self.name}_result")
         return self._result
 
-    # cycles from the datapath's last stage to ``o``: the FIFO's write, the output register
+    # cycles from the datapath's last stage to ``o``: the queue's write, the output register
     OUTPUT_LATENCY = 2
 
     @staticmethod
     def buffer_depth(depth: int) -> int:
-        """Output FIFO entries for a ``depth``-stage datapath: every element in flight, the
-        FIFO's and the output register's cycles and the credit's return, so that a ready output
+        """Output queue entries for a ``depth``-stage datapath: every element in flight, the
+        queue's and the output register's cycles and the credit's return, so that a ready output
         never makes the input wait."""
         return depth + Pipeline.OUTPUT_LATENCY + 2
 
