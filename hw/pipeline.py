@@ -222,7 +222,7 @@ class Pipeline:
         return value
 
     def result(self, o):
-        """The signal the datapath's last stage drives: ``o``'s payload before the FIFO."""
+        """The signal the datapath's last stage drives: ``o``'s payload before the queue."""
         if self._result is None:
             self._result = Signal(o.payload.shape(), name=f"{self.name}_result")
         return self._result
