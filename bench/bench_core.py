@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", default="dyad", choices=("dyad", "ivit"))
     ap.add_argument("--act-bits", type=int, default=8)
     ap.add_argument("--row-units", type=int, default=None)
+    ap.add_argument("--lanes", type=int, default=None, help="vector lanes (default: cols)")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--bert", action="store_true", help="the BERT encoder layer (seq 16, dim 64)")
     args = ap.parse_args(argv)
@@ -58,13 +59,15 @@ def main(argv=None) -> int:
     for arr in args.array or ["8x8", "16x16"]:
         r, c = (int(v) for v in arr.split("x"))
         kw = {"row_units": args.row_units} if args.row_units else {}
+        kw.update({"lanes": args.lanes} if args.lanes else {})
         try:
             cfg = AcceleratorConfig(rows=r, cols=c, kmax=256, mode=args.mode,
                                     abits=args.act_bits, **kw)
         except ValueError as exc:
             print(f"-- {arr}: skipped: {exc}")
             continue
-        print(f"-- {arr} {args.mode} W{cfg.wbits}A{cfg.abits} row_units={cfg.row_units}: "
+        print(f"-- {arr} {args.mode} W{cfg.wbits}A{cfg.abits} row_units={cfg.row_units} "
+              f"lanes={cfg.lanes}: "
               f"building and simulating ...", flush=True)
         res = measure(cfg, args.bert, args.images)
         p = res["perf"]
@@ -79,12 +82,12 @@ def main(argv=None) -> int:
               f"{p['array_beats']}, A starved {p['a_starved']}, B starved {p['b_starved']}")
         print(f"   simulator: {res['sim_rate']:.0f} cycles/s")
         rows.append(res)
-    print("\n| array | mode | cycles/inference | ideal | ratio | array util | GEMM | Shiftmax "
-          "| GELU | LayerNorm | sim cycles/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| array | lanes | mode | cycles/inference | ideal | ratio | array util | GEMM "
+          "| Shiftmax | GELU | LayerNorm | sim cycles/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for res in rows:
         c, p = res["cfg"], res["perf"]
-        print(f"| {c.rows}x{c.cols} | {c.mode} | {p['cycles']} | {res['ideal']:.0f} | "
+        print(f"| {c.rows}x{c.cols} | {c.lanes} | {c.mode} | {p['cycles']} | {res['ideal']:.0f} | "
               f"{res['ratio']:.2f}x | {100 * res['util']:.1f} % | {p['gemm_cycles']} | "
               f"{p['softmax_cycles']} | {p['gelu_cycles']} | {p['layernorm_cycles']} | "
               f"{res['sim_rate']:.0f} |")

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     spad = spad_layout(cfg)
     entry = spad.size // 8                              # bytes per scratchpad word
     n = min(args.kib * 1024 // entry, sizes.spad)
-    rows = [[(i * 31 + j) % 251 - 125 for j in range(cfg.lanes)] for i in range(n)]
+    rows = [[(i * 31 + j) % 251 - 125 for j in range(cfg.cols)] for i in range(n)]
     data = n * entry
     print(f"link: {args.baud} baud ({line / 1e3:.0f} kB/s), {args.clk_mhz:g} MHz core "
           f"({link.cycles_per_byte:.1f} cycles/byte), receive buffer {args.buffer} B; "

@@ -58,7 +58,8 @@ def config_from_args(args, default=None):
             raise CliError(f"--bits {args.bits}: must be 4 or 8 (use --act-bits 16 for 16-bit "
                            f"activations)")
         kw["wbits"] = args.bits
-    for name in ("act_bits", "kmax", "lanes", "mbits", "device", "mode", "row_units"):
+    for name in ("act_bits", "kmax", "lanes", "mbits", "device", "mode", "row_units",
+                 "array_dsps"):
         value = getattr(args, name)
         if value is not None:
             kw["abits" if name == "act_bits" else name] = value
@@ -179,6 +180,9 @@ def add_config_args(p, array_default: str = "16x16"):
     p.add_argument("--mode", default=None, help="numeric mode of the nonlinear units: dyad | ivit")
     p.add_argument("--row-units", type=int, default=None,
                    help="parallel copies of each row unit (Shiftmax, LayerNorm; default 2)")
+    p.add_argument("--array-dsps", type=int, default=None, metavar="N",
+                   help="at most N array products in DSP blocks (default: all the requantizers "
+                        "and vector units leave; 0: LUT multipliers only)")
 
 
 def _add_build_args(p):

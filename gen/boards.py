@@ -59,10 +59,12 @@ BOARDS = {b.name: b for b in (
 )}
 
 EBR_BITS = {"ecp5": 18 * 1024, "ice40": 4 * 1024}
-# a lower bound on the LUT4s outside the array (controller, link, readers, drain, requantizers and
-# vector units), from whole-accelerator synthesis on ECP5: 2 lanes 21.1k, 8 lanes 67.6k; the
-# estimate only refuses what clearly cannot fit, synthesis gives the exact count
-CORE_LUTS, LUTS_PER_LANE = 5_000, 5_000
+# a lower bound on the LUT4s outside the array: fixed (controller, link, host interface), per word
+# element (requantiser lane, transposers, readers, drain) and per vector lane (Shiftmax, GELU,
+# LayerNorm) — about 85 % of a fit to whole-accelerator synthesis on ECP5 (8x8 with 2 lanes 40.6k,
+# 16x16 with 2 lanes 101.1k, 8x8 with 8 lanes 66.9k); the estimate only refuses what clearly
+# cannot fit, synthesis gives the exact count
+CORE_LUTS, LUTS_PER_WORD_ELEMENT, LUTS_PER_LANE = 14_000, 1_300, 2_300
 SMALL_PRODUCTS_TO_LUTS = f"{KEEP_REPLICAS}; booth t:$mul r:A_WIDTH<=16 %i r:B_WIDTH<=16 %i"
 
 
@@ -99,7 +101,8 @@ def estimate(cfg: AcceleratorConfig, sizes, link: LinkParams) -> dict:
             (link.buffer // 4, 32, 1)]
     brams = sum(ports * _ebr_blocks(fam, d, w) for d, w, ports in mems if d * w >= 2048)
     return {"dsp": cfg.dsp_products + cfg.requant_dsps + cfg.vector_dsps, "bram": brams,
-            "lut": cfg.array_luts + CORE_LUTS + LUTS_PER_LANE * cfg.lanes}
+            "lut": (cfg.array_luts + CORE_LUTS + LUTS_PER_WORD_ELEMENT * cfg.cols
+                    + LUTS_PER_LANE * cfg.lanes)}
 
 
 def _capacity(cfg: AcceleratorConfig) -> dict:

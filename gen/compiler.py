@@ -189,16 +189,16 @@ class Program:
 
     def output_command(self) -> list[int]:
         t = self.tensors[self.output]
-        return read_command(Target.SPAD, t.base, t.words(self.cfg.lanes))
+        return read_command(Target.SPAD, t.base, t.words(self.cfg.cols))
 
     def tensor_command(self, name: str) -> list[int]:
         """READ of a whole tensor (its blocked words)."""
         t = self.tensors[name]
-        return read_command(Target.SPAD, t.base, t.words(self.cfg.lanes))
+        return read_command(Target.SPAD, t.base, t.words(self.cfg.cols))
 
     def reply_words(self, name: str) -> int:
         """Host words a :meth:`tensor_command` returns."""
-        return self.tensors[name].words(self.cfg.lanes) * words_for(spad_layout(self.cfg).size)
+        return self.tensors[name].words(self.cfg.cols) * words_for(spad_layout(self.cfg).size)
 
     def decode(self, name: str, reply: list[int]) -> np.ndarray:
         """A tensor from the words a :meth:`tensor_command` returned."""
@@ -214,7 +214,7 @@ class Program:
 
     def to_words(self, name: str, x: np.ndarray) -> list:
         """A tensor's values as scratchpad words (blocked layout, zero padding)."""
-        t, V = self.tensors[name], self.cfg.lanes
+        t, V = self.tensors[name], self.cfg.cols
         x = np.asarray(x, np.int64)
         if x.shape != (t.rows, t.cols):
             raise ValueError(f"{name}: expected shape {(t.rows, t.cols)}, got {x.shape}")
@@ -222,7 +222,7 @@ class Program:
 
     def from_words(self, name: str, words: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_words` (``words``: ``[t.words(V), V]``)."""
-        t, V = self.tensors[name], self.cfg.lanes
+        t, V = self.tensors[name], self.cfg.cols
         nb = -(-t.cols // V)
         w = np.asarray(words, np.int64).reshape(nb, t.stride, V)[:, :t.rows]
         return w.transpose(1, 0, 2).reshape(t.rows, nb * V)[:, :t.cols]
@@ -310,7 +310,7 @@ class _Lower:
         if model.mode != cfg.mode:
             raise CompileError(f"model is quantised for mode {model.mode!r}, the accelerator "
                                f"is built for {cfg.mode!r}")
-        self.im, self.cfg, self.V = model, cfg, cfg.lanes
+        self.im, self.cfg, self.V = model, cfg, cfg.cols
         self.T = model.tensors
         self.tensors: dict[str, Tensor] = {}
         self.instrs: list[Instr] = []
@@ -623,7 +623,7 @@ def compile_model(model: IntModel, cfg: AcceleratorConfig, *, reuse: bool = True
     lw.chain()
     words = lw.allocate(reuse)
     lw.resolve()
-    V = cfg.lanes
+    V = cfg.cols
     spad_init = {}
     for name, block in lw.consts.items():
         spad_init[lw.tensors[name].base] = block

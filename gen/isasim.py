@@ -31,7 +31,7 @@ def _rshift_round(v, e):
 
 class Machine:
     def __init__(self, prog: Program):
-        self.p, self.cfg, self.V = prog, prog.cfg, prog.cfg.lanes
+        self.p, self.cfg, self.V = prog, prog.cfg, prog.cfg.cols
         self.spad = np.zeros((prog.sizes().spad, self.V), np.int64)
         for base, block in prog.spad_init.items():
             self.spad[base:base + len(block)] = block

@@ -61,7 +61,9 @@ class AcceleratorConfig:
     abits : activation (A operand) width, 8 or 16, signed.
     kmax : largest reduction length K the accumulators must hold without overflow.
     dataflow : ``"os"`` (output-stationary; see :mod:`hw.systolic` for why).
-    lanes : vector unit width (requantizers, nonlinear units); defaults to ``cols``.
+    lanes : width of the nonlinear units (Shiftmax, GELU, LayerNorm: elements per cycle); defaults
+        to ``cols`` and must divide it (the core splits each ``cols``-element scratchpad word into
+        ``cols / lanes`` beats for them). The requantizers are always one word (``cols``) wide.
     mbits : requantizer mantissa width (31 reproduces the reference; 18 fits one DSP port).
     out_fifo_rows : depth of the array's output row buffer, in tile rows (>= 2 * rows).
     device : target part, a key of :data:`DEVICES`.
@@ -70,6 +72,9 @@ class AcceleratorConfig:
     max_channels : largest LayerNorm width C.
     row_units : copies of each row unit (Shiftmax, LayerNorm, ShiftGELU) working on consecutive
         rows at once (their per-row reciprocal and root latency overlaps).
+    array_dsps : at most this many array products in DSP blocks (default ``-1``: every DSP the
+        requantizers and vector units leave; ``0``: all in LUT multipliers, which routes better
+        on a full ECP5 than logic crowded around its DSP rows).
     """
     rows: int = 8
     cols: int = 8
@@ -85,6 +90,7 @@ class AcceleratorConfig:
     max_row: int = 256
     max_channels: int = 1024
     row_units: int = 2
+    array_dsps: int = -1
     name: str = ""
 
     def __post_init__(self):
@@ -112,9 +118,12 @@ class AcceleratorConfig:
              "max_channels", "must be an integer in [1, 1024]")
         need(isinstance(self.row_units, int) and 1 <= self.row_units <= 8, "row_units",
              "must be an integer in [1, 8]")
+        need(isinstance(self.array_dsps, int) and self.array_dsps >= -1, "array_dsps",
+             "must be -1 (automatic) or a DSP count >= 0")
         if self.lanes == 0:
             object.__setattr__(self, "lanes", self.cols)
         need(isinstance(self.lanes, int) and self.lanes >= 1, "lanes", "must be >= 1")
+        need(self.cols % self.lanes == 0, "lanes", f"must divide cols ({self.cols})")
         if self.out_fifo_rows == 0:
             object.__setattr__(self, "out_fifo_rows", 1 << max(2, math.ceil(math.log2(
                 2 * self.rows))))
@@ -143,13 +152,13 @@ class AcceleratorConfig:
 
     @property
     def requant_dsps(self) -> int:
-        """DSPs the requantizer lanes take (yosys splits each product into 18x18 blocks):
-        ``(acc + bias) * m`` and the residual ``r * rm`` per lane."""
+        """DSPs the requantizers take (one per word element, ``cols``; yosys splits each product
+        into 18x18 blocks): ``(acc + bias) * m`` and the residual ``r * rm`` per element."""
         w = DSP_WIDTH[self.dev.family]
         m_w = self.mbits + 1
         x_w = max(self.acc_bits, 32) + 1
         per_lane = math.ceil(x_w / w) * math.ceil(m_w / w) + math.ceil(16 / w) * math.ceil(m_w / w)
-        return self.lanes * per_lane
+        return self.cols * per_lane
 
     @property
     def vector_dsps(self) -> int:
@@ -163,8 +172,9 @@ class AcceleratorConfig:
     @property
     def dsp_products(self) -> int:
         """How many PEs get a hardware multiplier (what the requantizers and the vector units
-        leave); the rest use LUT multipliers."""
-        return min(self.pes, max(0, self.dev.dsps - self.requant_dsps - self.vector_dsps))
+        leave, at most ``array_dsps``); the rest use LUT multipliers."""
+        left = max(0, self.dev.dsps - self.requant_dsps - self.vector_dsps)
+        return min(self.pes, left, self.array_dsps if self.array_dsps >= 0 else left)
 
     @property
     def lut_products(self) -> int:
@@ -203,8 +213,8 @@ class AcceleratorConfig:
                 f"({self.dev.luts} on the device)")
         if self.requant_dsps > self.dev.dsps:
             raise ConfigError(
-                f"lanes={self.lanes}, mbits={self.mbits}: the requantizers need "
-                f"{self.requant_dsps} DSPs, {self.device} has {self.dev.dsps}; use fewer lanes "
+                f"cols={self.cols}, mbits={self.mbits}: the requantizers need "
+                f"{self.requant_dsps} DSPs, {self.device} has {self.dev.dsps}; use fewer columns "
                 f"or a narrower mantissa")
 
     # I/O ----------------------------------------------------------------------------------------
@@ -225,9 +235,13 @@ class AcceleratorConfig:
         return cls(**d)
 
     def replace(self, **kw) -> "AcceleratorConfig":
-        """A copy with ``kw`` changed; derived defaults (lanes, FIFO depth, name) re-derived
-        unless given."""
-        for auto in ("lanes", "out_fifo_rows", "name"):
+        """A copy with ``kw`` changed; derived defaults (FIFO depth, name) re-derived unless
+        given. Lanes narrower than the array (a board preset's) are kept while they divide the
+        new ``cols``; otherwise they follow ``cols``."""
+        cols = kw.get("cols", self.cols)
+        narrowed = self.lanes < self.cols and cols % self.lanes == 0
+        kw.setdefault("lanes", self.lanes if narrowed else 0)
+        for auto in ("out_fifo_rows", "name"):
             kw.setdefault(auto, type(self).__dataclass_fields__[auto].default)
         return replace(self, **kw)
 
@@ -237,12 +251,14 @@ PRESETS = {
     "ecp5-8x8": AcceleratorConfig(rows=8, cols=8),
     "ecp5-16x16": AcceleratorConfig(rows=16, cols=16),
     "bert-w8a16": AcceleratorConfig(rows=8, cols=16, abits=16, mbits=17),
-    "icebreaker": AcceleratorConfig(rows=2, cols=4, kmax=1024, lanes=1, mbits=15,
+    "icebreaker": AcceleratorConfig(rows=2, cols=2, kmax=1024, lanes=1, mbits=15,
                                     device="ice40-up5k"),
-    # the whole accelerator on a ULX3S-85F: one row unit of each kind and 17-bit requant
-    # mantissas (3 DSPs per lane, not 6) leave the vector units their DSPs; the array's products
-    # go to LUT multipliers
-    "ulx3s-8x8": AcceleratorConfig(rows=8, cols=8, mbits=17, row_units=1),
+    # the whole accelerator on a ULX3S-85F: one row unit of each kind, 2-lane vector units,
+    # 17-bit requant mantissas (3 DSPs per lane, not 6) and the array's products in LUT
+    # multipliers: 57 % of the LUTs (8 lanes: 80 %), and no logic crowding the DSP rows (with its
+    # 64 products in DSPs, router2's overuse stalled near 10 000 wires; in LUTs, near 1 000)
+    "ulx3s-8x8": AcceleratorConfig(rows=8, cols=8, mbits=17, row_units=1, lanes=2,
+                                   array_dsps=0),
     # the smallest accelerator that runs whole models (V = 2 lanes, rows of up to 64)
     "icebreaker-2x2": AcceleratorConfig(rows=2, cols=2, kmax=1024, mbits=15, row_units=1,
                                         max_row=64, max_channels=64, device="ice40-up5k"),

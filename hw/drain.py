@@ -1,5 +1,6 @@
-"""The output path of every instruction: requantise a stream of ``V``-lane results and write them
-into the scratchpad at their tensor positions (see :mod:`hw.isa` for the layout).
+"""The output path of every instruction: requantise a stream of ``V``-lane results (``V = cols``,
+one scratchpad word) and write them into the scratchpad at their tensor positions (see
+:mod:`hw.isa` for the layout).
 
 Beats arrive in one of two orders:
 
@@ -40,7 +41,7 @@ def drain_layout(lanes: int, x_bits: int) -> data.StructLayout:
 class Drain(wiring.Component):
     def __init__(self, config: AcceleratorConfig, x_bits: int):
         self._cfg, self.x_bits = config, x_bits
-        V = config.lanes
+        V = config.cols
         super().__init__({
             "i": In(stream.Signature(drain_layout(V, x_bits))),
             "start": In(1), "done": Out(1), "free": Out(1),
@@ -58,7 +59,7 @@ class Drain(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self._cfg
-        V = cfg.lanes
+        V = cfg.cols
         log_v = V.bit_length() - 1
         m = Module()
         m.submodules.rq = rq = Requantizer(cfg, self.x_bits)

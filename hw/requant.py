@@ -1,4 +1,5 @@
-"""``lanes`` dyadic requantizers: bit-exact with :func:`gen.intops.requant` / ``requant_sum``.
+"""Dyadic requantizers, one per scratchpad word element (``cols`` lanes): bit-exact with
+:func:`gen.intops.requant` / ``requant_sum``.
 
 Per lane and beat::
 
@@ -9,8 +10,15 @@ Per lane and beat::
 
 ``m`` is a signed mantissa of ``mbits`` magnitude bits (per channel), ``e`` in ``[1, 62]``; ``c`` is
 a folded-LayerNorm beta with 16 fraction bits below the output LSB (it requires ``e >= 16``, which
-the quantizer guarantees). Fully pipelined, one beat per cycle; back-pressure on ``o`` holds the
-pipeline (one enable for this unit's registers only).
+the quantizer guarantees; with ``e < 16`` it is added unshifted, as the bench's golden model does).
+Fully pipelined, one beat per cycle; back-pressure on ``o`` holds the pipeline (one enable for this
+unit's registers only).
+
+The bias needs no shifter of its own: with ``k = e - 16 >= 0``,
+``(v + c·2^k) >> (e-1) = ((v >> k) + c) >> 15`` exactly (floor division nests, and ``c·2^k`` is a
+multiple of ``2^k``), so each lane shifts the product by ``max(e - 16, 0)`` and, after adding
+``c``, by at most 15 (a 64-bit barrel shifter per lane less: the requantisers were the most
+congested nets of the board build).
 """
 from __future__ import annotations
 
@@ -40,18 +48,18 @@ def lane_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.Struc
 
 
 def in_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
-    return data.StructLayout({"lane": data.ArrayLayout(lane_layout(cfg, x_bits), cfg.lanes),
+    return data.StructLayout({"lane": data.ArrayLayout(lane_layout(cfg, x_bits), cfg.cols),
                               "wide": 1, "residual": 1, "last": 1})
 
 
 def out_layout(cfg: AcceleratorConfig) -> data.StructLayout:
-    return data.StructLayout({"data": data.ArrayLayout(signed(OUT_BITS), cfg.lanes), "last": 1})
+    return data.StructLayout({"data": data.ArrayLayout(signed(OUT_BITS), cfg.cols), "last": 1})
 
 
 class Requantizer(wiring.Component):
     """Members: ``i`` (In stream of :func:`in_layout`), ``o`` (Out stream of :func:`out_layout`).
 
-    Latency :data:`LATENCY` cycles; throughput one beat (``lanes`` elements) per cycle.
+    Latency :data:`LATENCY` cycles; throughput one beat (``cols`` elements) per cycle.
     ``x_bits``: input width (default: the array's accumulator width).
     """
 
@@ -73,7 +81,7 @@ class Requantizer(wiring.Component):
         residual = p.delay(flags.residual, STAGES - 1, "residual")
         m.d.comb += res.last.eq(p.delay(flags.last, STAGES, "last"))
 
-        for n in range(cfg.lanes):
+        for n in range(cfg.cols):
             ln = self.i.payload.lane[n]
             # s1: bias add; s2, s3: product (two registers so it maps onto pipelined DSPs)
             xb = p.stage(ln.x + ln.b, f"xb{n}")
@@ -85,14 +93,15 @@ class Requantizer(wiring.Component):
             rprod = p.delay(r1 * rm1, 2, f"rprod{n}")
             e3, c3, re3 = (p.delay(e1, 2, f"e{n}"), p.delay(c1, 2, f"c{n}"),
                            p.delay(re1, 2, f"re{n}"))
-            # s4: pre-shift bias
-            cshift = Signal(signed(64), name=f"cshift{n}")
-            m.d.comb += cshift.eq(c3 << (e3 - BIAS_FRAC_BITS)[:6])
-            v = p.stage(prod + cshift, f"v{n}")
+            # s4: the product's shift above the bias's fraction bits, max(e - 16, 0)
+            coarse = Mux(e3 > BIAS_FRAC_BITS, e3 - BIAS_FRAC_BITS, 0)[:6]
+            w = p.stage(prod >> coarse, f"w{n}")
+            c4 = p.stage(c3, f"c4_{n}")
+            fine = p.stage(Mux(e3 > BIAS_FRAC_BITS, BIAS_FRAC_BITS, e3) - 1, f"fine{n}")
             rv = p.stage(rprod, f"rv{n}")
-            e4, re4 = p.stage(e3, f"e4_{n}"), p.stage(re3, f"re4_{n}")
-            # s5: rounding shift  ((v >> (e-1)) + 1) >> 1
-            y = p.stage(((v >> (e4 - 1)[:6]) + 1) >> 1, f"y{n}")
+            re4 = p.stage(re3, f"re4_{n}")
+            # s5: bias and rounding shift  (((w + c) >> (min(e, 16) - 1)) + 1) >> 1
+            y = p.stage((((w + c4) >> fine[:4]) + 1) >> 1, f"y{n}")
             ry = p.stage(((rv >> (re4 - 1)[:6]) + 1) >> 1, f"ry{n}")
             # s6: residual add and clamp
             total = y + Mux(residual, ry, 0)

@@ -2,10 +2,10 @@
 their depths, and what HELLO reports about them — shared by the gateware (:mod:`hw.top`), the
 compiler and the host.
 
-The scratchpad is one ``lib.memory.Memory`` of ``V``-element words with a write port (element
-enables) and three synchronous read ports — operand A / row reader / host, operand B, residual —
-so the array, the vector units and the requantiser are each fed every cycle (synthesis replicates
-the storage per read port).
+The scratchpad is one ``lib.memory.Memory`` of ``V``-element words (``V = cols``, the array's
+width) with a write port (element enables) and three synchronous read ports — operand A / row
+reader / host, operand B, residual — so the array, the vector units and the requantiser are each
+fed every cycle (synthesis replicates the storage per read port).
 """
 from __future__ import annotations
 
@@ -46,11 +46,11 @@ class Sizes:
 
 
 def spad_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
-    return data.ArrayLayout(signed(ELEM_BITS), cfg.lanes)
+    return data.ArrayLayout(signed(ELEM_BITS), cfg.cols)
 
 
 def ptab_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
-    return data.ArrayLayout(ptab_lane_layout(cfg.mbits), cfg.lanes)
+    return data.ArrayLayout(ptab_lane_layout(cfg.mbits), cfg.cols)
 
 
 def gelu_params_layout(cfg: AcceleratorConfig):
@@ -77,9 +77,10 @@ def hello_words(cfg: AcceleratorConfig, sizes: Sizes, link: LinkParams) -> list[
 
 
 def check_core(cfg: AcceleratorConfig) -> None:
-    V = cfg.lanes
-    if not (cfg.rows == cfg.cols == V):
-        raise ConfigError(f"the accelerator core needs rows == cols == lanes (got {cfg.rows}x"
-                          f"{cfg.cols}, lanes {V})")
+    V, L = cfg.cols, cfg.lanes
+    if cfg.rows != V:
+        raise ConfigError(f"the accelerator core needs a square array (got {cfg.rows}x{V})")
     if V < 2 or V & (V - 1):
         raise ConfigError(f"the accelerator core needs a power-of-two array size >= 2, not {V}")
+    if L & (L - 1):
+        raise ConfigError(f"the accelerator core needs power-of-two vector lanes, not {L}")

@@ -6,11 +6,16 @@
    host bytes ─► Link (frames, CRC; LinkedAccelerator) ─►
    host words ─► HostInterface ─► scratchpad / instruction memory / tables, RUN, PERF
                                   │
-   Controller ─► start ─► Transposer A ──────────────► SystolicArray ─┐
-                        ─► Transposer B │ WordReader B ─►              │
-                        ─► WordReader rows ─► Shiftmax | GELU | LayerNorm ─┤
-                                                                      ▼
-                          requant table, residual word ──────────► Drain ─► scratchpad
+   Controller ─► start ─► Transposer A ──────────────► SystolicArray ──────────────────────┐
+                        ─► Transposer B │ WordReader B ─►                                   │
+                        ─► WordReader rows ─► LaneSplitter ─► Shiftmax | GELU | LayerNorm │
+                                                                   ─► LaneGatherer ─────────┤
+                                                                                           ▼
+                          requant table, residual word ───────────────────────────────► Drain ─►
+                                                                                     scratchpad
+
+Words are ``V = cols`` elements (the array's width); the vector units take ``L = lanes`` (a divisor
+of ``V``) per beat, so a word is ``V / L`` beats for them (no gearbox when ``L = V``).
 
 Memory depths (:class:`hw.scratchpad.Sizes`) are construction arguments, chosen by the compiler for
 a model (:meth:`gen.compiler.Program.sizes`).
@@ -24,8 +29,9 @@ from amaranth.lib.wiring import In, Out, connect
 from .checks import validating
 from .config import AcceleratorConfig
 from .controller import Controller
-from .drain import Drain
+from .drain import Drain, drain_layout
 from .feeder import Transposer, WordReader
+from .gearbox import LaneGatherer, LaneSplitter
 from .gelu import GeluUnit
 from .hostif import HostInterface
 from .isa import (
@@ -81,22 +87,22 @@ class Accelerator(wiring.Component):
 
     def _units(self):
         cfg = self._cfg
-        V = cfg.lanes
+        L = cfg.lanes               # the vector units' width
         copies = cfg.row_units
-        smx = RowParallel(lambda: Shiftmax(mode=cfg.mode, lanes=V, in_bits=VEC_IN_BITS,
+        smx = RowParallel(lambda: Shiftmax(mode=cfg.mode, lanes=L, in_bits=VEC_IN_BITS,
                                            max_row=cfg.max_row), copies)
         if cfg.mode == "ivit":
-            gelu = RowParallel(lambda: ShiftGelu(lanes=V, in_bits=VEC_IN_BITS,
+            gelu = RowParallel(lambda: ShiftGelu(lanes=L, in_bits=VEC_IN_BITS,
                                                  max_row=cfg.max_row), copies)
         else:
-            gelu = GeluUnit(lanes=V, in_bits=VEC_IN_BITS)      # element-wise: no row latency
-        ln = RowParallel(lambda: LayerNorm(mode=cfg.mode, lanes=V, in_bits=VEC_IN_BITS,
+            gelu = GeluUnit(lanes=L, in_bits=VEC_IN_BITS)      # element-wise: no row latency
+        ln = RowParallel(lambda: LayerNorm(mode=cfg.mode, lanes=L, in_bits=VEC_IN_BITS,
                                            max_row=cfg.max_channels), copies)
         return smx, gelu, ln
 
     def elaborate(self, platform):
         cfg, sz = self._cfg, self.sizes
-        V = cfg.lanes
+        V, L = cfg.cols, cfg.lanes
         m = Module()
 
         # ---- memories ------------------------------------------------------------------------
@@ -213,33 +219,47 @@ class Accelerator(wiring.Component):
         m.d.comb += [array.b.payload[c].eq(Mux(b_src, tb.o.payload.data[c],
                                                wb.o.payload.data[c])) for c in range(V)]
 
-        # ---- vector units --------------------------------------------------------------------
+        # ---- vector units: the row reader's words split into L-lane beats ---------------------
+        rows_in = wr.o
+        if L < V:
+            m.submodules.split = split = LaneSplitter(ELEM_BITS, V, L)
+            connect(m, wr.o, split.i)
+            rows_in = split.o
         units = {Opcode.SOFTMAX: smx, Opcode.GELU: gelu, Opcode.LAYERNORM: ln}
         for op, unit in units.items():
             sel = ins.op == op
-            m.d.comb += [unit.i.valid.eq(wr.o.valid & sel), unit.i.payload.eq(wr.o.payload)]
+            m.d.comb += [unit.i.valid.eq(rows_in.valid & sel), unit.i.payload.eq(rows_in.payload)]
             with m.If(sel):
-                m.d.comb += wr.o.ready.eq(unit.i.ready)
+                m.d.comb += rows_in.ready.eq(unit.i.ready)
         m.d.comb += self.error.eq(smx.error | ln.error
                                   | (gelu.error if hasattr(gelu, "error") else 0))
         m.d.comb += host.errors.eq(self.error)
+        # the instruction's unit, gathered back into words
+        unit_out = stream.Signature(drain_layout(L, x_bits)).create(path=("unit_out",))
+        with m.Switch(ins.op):
+            for op, unit in units.items():
+                with m.Case(op):
+                    m.d.comb += [unit_out.valid.eq(unit.o.valid), unit.o.ready.eq(unit_out.ready),
+                                 unit_out.payload.last.eq(unit.o.payload.last),
+                                 unit_out.payload.count.eq(unit.o.payload.count)]
+                    m.d.comb += [unit_out.payload.data[c].eq(unit.o.payload.data[c])
+                                 for c in range(L)]
+        results = unit_out
+        if L < V:
+            m.submodules.gather = gather = LaneGatherer(x_bits, L, V)
+            connect(m, unit_out, gather.i)
+            results = gather.o
 
         # ---- drain input: array rows or unit results, selected by the instruction and
         # registered (the drain takes a beat every cycle, so the sources never wait) -----------
         src = stream.Signature(drain.i.payload.shape()).create(path=("drain_src",))
-        with m.Switch(ins.op):
-            with m.Case(Opcode.GEMM):
-                m.d.comb += [src.valid.eq(array.o.valid), array.o.ready.eq(1),
-                             src.payload.last.eq(array.o.payload.last),
-                             src.payload.count.eq(V)]
-                m.d.comb += [src.payload.data[c].eq(array.o.payload.data[c]) for c in range(V)]
-            for op, unit in units.items():
-                with m.Case(op):
-                    m.d.comb += [src.valid.eq(unit.o.valid), unit.o.ready.eq(1),
-                                 src.payload.last.eq(unit.o.payload.last),
-                                 src.payload.count.eq(unit.o.payload.count)]
-                    m.d.comb += [src.payload.data[c].eq(unit.o.payload.data[c])
-                                 for c in range(V)]
+        with m.If(is_gemm):
+            m.d.comb += [src.valid.eq(array.o.valid), array.o.ready.eq(1),
+                         src.payload.last.eq(array.o.payload.last), src.payload.count.eq(V)]
+            m.d.comb += [src.payload.data[c].eq(array.o.payload.data[c]) for c in range(V)]
+        with m.Else():
+            m.d.comb += [src.valid.eq(results.valid), results.ready.eq(1),
+                         src.payload.eq(results.payload)]
         m.d.sync += [drain.i.valid.eq(src.valid), drain.i.payload.eq(src.payload)]
 
         readers_busy = ta.busy | tb.busy | wb.busy | wr.busy

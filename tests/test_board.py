@@ -44,7 +44,7 @@ def test_pins_host_clock_off_by_two_percent(skew):
     prog = compile_model(im, CFG)
     rnd = random.Random(7)
     spad = spad_layout(CFG)
-    values = [[rnd.randrange(-1 << 15, 1 << 15) for _ in range(CFG.lanes)] for _ in range(128)]
+    values = [[rnd.randrange(-1 << 15, 1 << 15) for _ in range(CFG.cols)] for _ in range(128)]
     with Bridge(CFG, prog.sizes(), PINS_LINK, pins=True, host_skew=skew) as bridge:
         dev = Device.open(bridge.url, timeout=2.0)
         try:
@@ -55,7 +55,7 @@ def test_pins_host_clock_off_by_two_percent(skew):
             dev._transfer(write_command(Target.SPAD, spad, 16, values))
             words = dev._transfer(read_command(Target.SPAD, 16, len(values)))
             back = np.array(words, dtype=np.uint32).view(np.int16).reshape(len(values),
-                                                                           CFG.lanes)
+                                                                           CFG.cols)
             assert back.tolist() == values
             assert dev.link.stats.retries == 0
         finally:
@@ -71,7 +71,7 @@ def _gen_error(capsys, *argv) -> str:
 
 def test_board_refusals(capsys):
     err = _gen_error(capsys, "--board", "ulx3s-85f", "--array", "16x16")
-    assert "does not fit ulx3s-85f (ecp5-85f)" in err and "DSP ~" in err and "of 156" in err
+    assert "does not fit ulx3s-85f (ecp5-85f)" in err and "LUT ~" in err and "of 83640" in err
     err = _gen_error(capsys, "--board", "icebreaker")
     assert "does not fit icebreaker (ice40-up5k)" in err
     assert all(f" of {n}" in err for n in (5280, 8, 30))          # LUT, DSP, BRAM available

@@ -62,7 +62,7 @@ def test_w4a16_and_preset(tmp_path):
     (["--array", "16x16", "--device", "ice40-up5k"], "does not fit ice40-up5k"),
     (["--preset", "huge"], "--preset 'huge': unknown"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
-    (["--array", "3x5"], "the accelerator core needs rows == cols == lanes (got 3x5"),
+    (["--array", "3x5"], "the accelerator core needs a square array (got 3x5)"),
     (["--model", "no/such/dir"], "--model no/such/dir: not a checkpoint directory"),
     (["--array", "8x8", "--kmax", "32"], "layers.0.fc2: K = 64 exceeds the array's kmax = 32"),
 ])

@@ -55,7 +55,7 @@ def _run_array(cfg, ks, stall, seed=0):
 
 @pytest.mark.parametrize("kw", [dict(rows=4, cols=4), dict(rows=3, cols=5, wbits=4),
                                 dict(rows=5, cols=2, abits=16), dict(rows=1, cols=1),
-                                dict(rows=4, cols=4, lanes=1, mbits=15, device="ice40-up5k")])
+                                dict(rows=4, cols=2, lanes=1, mbits=15, device="ice40-up5k")])
 @pytest.mark.parametrize("stall", [0.0, 0.4])
 def test_array_amaranth_sim(kw, stall):
     cfg = AcceleratorConfig(kmax=32, **kw)
@@ -64,7 +64,7 @@ def test_array_amaranth_sim(kw, stall):
 
 def test_requant_amaranth_sim():
     from sim.bench_requant import expected, vectors
-    cfg = AcceleratorConfig(rows=4, cols=4, lanes=3)
+    cfg = AcceleratorConfig(rows=4, cols=3)
     beats = vectors(cfg, 60, np.random.default_rng(3))
     dut, rnd, got = Requantizer(cfg), random.Random(3), []
 
@@ -89,7 +89,10 @@ def test_config_derived():
     assert (cfg.dsp_products, cfg.lut_products) == (0, 256)
     assert AcceleratorConfig(rows=4, cols=4, row_units=1).lut_products == 0
     ulx3s = PRESETS["ulx3s-8x8"]
-    assert (ulx3s.requant_dsps, ulx3s.vector_dsps, ulx3s.dsp_products) == (24, 129, 3)
+    assert (ulx3s.requant_dsps, ulx3s.vector_dsps, ulx3s.dsp_products) == (24, 38, 0)
+    assert ulx3s.replace(array_dsps=10).dsp_products == 10
+    assert ulx3s.replace(array_dsps=-1).dsp_products == 64
+    assert AcceleratorConfig(rows=8, cols=8, lanes=2).requant_dsps == 8 * 6     # one per column
     assert AcceleratorConfig(rows=16, cols=16, mbits=17).requant_dsps == 16 * 3
     assert AcceleratorConfig(abits=16, kmax=1000).acc_bits == 8 + 16 + 10
     d = AcceleratorConfig.from_dict(__import__("json").loads(cfg.to_json()))
@@ -106,6 +109,8 @@ def test_config_derived():
     (dict(device="xc7a35t"), "device='xc7a35t': unknown device; known: ecp5-25f"),
     (dict(dataflow="ws"), "dataflow='ws': must be one of"),
     (dict(mbits=40), "mbits=40: must be an integer in"),
+    (dict(cols=8, lanes=3), "lanes=3: must divide cols"),
+    (dict(array_dsps=-2), "array_dsps=-2: must be -1"),
     (dict(rows=2, cols=4, device="ice40-up5k"), "the requantizers need 32 DSPs, ice40-up5k has 8"),
     (dict(rows=32, cols=32, device="ecp5-25f"),
      "array 32x32 does not fit ecp5-25f: 1024 products, 0 in DSPs"),

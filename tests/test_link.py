@@ -126,7 +126,7 @@ def test_directed_frames(bridge, digits):
         _nak(raw.reply(), 41, Nak.LENGTH)
         # a WRITE whose header word promises more entries than the frame carries
         spad = spad_layout(CFG)
-        words = write_command(Target.SPAD, spad, 100, [[1] * CFG.lanes] * 3)
+        words = write_command(Target.SPAD, spad, 100, [[1] * CFG.cols] * 3)
         words[0] += 1 << 8                                            # count 4, data for 3
         _nak(raw.request(words, 41), 41, Nak.LENGTH)
         # the frame says READ, its header word says STATUS
@@ -137,8 +137,8 @@ def test_directed_frames(bridge, digits):
         # out of sequence (neither the last tag nor the next)
         _nak(raw.request(command(HostCmd.STATUS), 45), 45, Nak.TAG)
         # a repeated WRITE is acknowledged without writing again
-        a = [[(7 * i + j) % 200 - 100 for j in range(CFG.lanes)] for i in range(3)]
-        b = [[5] * CFG.lanes] * 3
+        a = [[(7 * i + j) % 200 - 100 for j in range(CFG.cols)] for i in range(3)]
+        b = [[5] * CFG.cols] * 3
         assert raw.request(write_command(Target.SPAD, spad, 100, a), 41).cmd == Reply.ACK.value
         assert raw.request(write_command(Target.SPAD, spad, 100, b), 41).cmd == Reply.ACK.value
         back = raw.request(read_command(Target.SPAD, 100, 3), 42)
