@@ -9,9 +9,9 @@ from hw.config import AcceleratorConfig
 
 
 def test_array_dsp_mapping(tmp_path):
-    # ecp5-85f has 156 DSPs; 4 requant lanes reserve 24, the vector units 120, so 12 of the 32
-    # PEs get DSPs, 20 LUTs
-    cfg = AcceleratorConfig(rows=4, cols=8, lanes=4, kmax=64)
+    # ecp5-85f has 156 DSPs; 8 requant lanes (one per column, 17-bit mantissas) reserve 24, the
+    # 4-lane vector units 120, so 12 of the 32 PEs get DSPs, 20 LUTs
+    cfg = AcceleratorConfig(rows=4, cols=8, lanes=4, kmax=64, mbits=17)
     assert (cfg.requant_dsps, cfg.vector_dsps) == (24, 120)
     assert (cfg.dsp_products, cfg.lut_products) == (12, 20)
     doc = build.build(cfg, tmp_path, log=lambda *_: None, jobs=1)
