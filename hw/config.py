@@ -73,8 +73,8 @@ class AcceleratorConfig:
     row_units : copies of each row unit (Shiftmax, LayerNorm, ShiftGELU) working on consecutive
         rows at once (their per-row reciprocal and root latency overlaps).
     array_dsps : at most this many array products in DSP blocks (default ``-1``: every DSP the
-        requantizers and vector units leave; ``0``: all in LUT multipliers, which routes better
-        on a full ECP5 than logic crowded around its DSP rows).
+        requantizers and vector units leave; ``0``: all in LUT multipliers, which routed with far
+        less congestion on the ULX3S-85F).
     """
     rows: int = 8
     cols: int = 8
@@ -255,8 +255,8 @@ PRESETS = {
                                     device="ice40-up5k"),
     # the whole accelerator on a ULX3S-85F: one row unit of each kind, 2-lane vector units,
     # 17-bit requant mantissas (3 DSPs per lane, not 6) and the array's products in LUT
-    # multipliers: 57 % of the LUTs (8 lanes: 80 %), and no logic crowding the DSP rows (with its
-    # 64 products in DSPs, router2's overuse stalled near 10 000 wires; in LUTs, near 1 000)
+    # multipliers: 54 % of the LUTs (8 lanes: 80 %); with its 64 products in DSPs router2's
+    # overuse stalled near 10 000 wires, in LUTs it reached ~1 000 (README "Boards")
     "ulx3s-8x8": AcceleratorConfig(rows=8, cols=8, mbits=17, row_units=1, lanes=2,
                                    array_dsps=0),
     # the smallest accelerator that runs whole models (V = 2 lanes, rows of up to 64)
