@@ -21,23 +21,27 @@ from .pipeline import vector_layout
 __all__ = ["LaneSplitter", "LaneGatherer"]
 
 
-def _check(wide, narrow):
-    for name, v in (("wide", wide), ("narrow", narrow)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, not {v!r}")
-    if wide % narrow:
-        raise ValueError(f"narrow ({narrow} lanes) must divide wide ({wide} lanes)")
+class _Gearbox(wiring.Component):
+    """Checks the lane counts and builds the row-stream signature, ``i_lanes`` in, ``o_lanes``
+    out (one of them ``wide``, the other ``narrow``)."""
+
+    def __init__(self, width: int, wide: int, narrow: int, i_lanes: int, o_lanes: int):
+        with validating(self):
+            for name, v in (("wide", wide), ("narrow", narrow)):
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise ValueError(f"{name} must be a positive integer, not {v!r}")
+            if wide % narrow:
+                raise ValueError(f"narrow ({narrow} lanes) must divide wide ({wide} lanes)")
+        self.wide, self.narrow = wide, narrow
+        super().__init__({"i": In(stream.Signature(vector_layout(width, i_lanes))),
+                          "o": Out(stream.Signature(vector_layout(width, o_lanes)))})
 
 
-class LaneSplitter(wiring.Component):
+class LaneSplitter(_Gearbox):
     """``i``: ``wide``-lane beats; ``o``: ``narrow``-lane beats of ``width``-bit elements."""
 
     def __init__(self, width: int, wide: int, narrow: int):
-        with validating(self):
-            _check(wide, narrow)
-        self.wide, self.narrow = wide, narrow
-        super().__init__({"i": In(stream.Signature(vector_layout(width, wide))),
-                          "o": Out(stream.Signature(vector_layout(width, narrow)))})
+        super().__init__(width, wide, narrow, wide, narrow)
 
     def elaborate(self, platform):
         W, L = self.wide, self.narrow
@@ -62,16 +66,12 @@ class LaneSplitter(wiring.Component):
         return m
 
 
-class LaneGatherer(wiring.Component):
+class LaneGatherer(_Gearbox):
     """``i``: ``narrow``-lane beats; ``o``: ``wide``-lane beats of ``width``-bit elements
     (registered). Lanes at and above ``count`` carry stale values."""
 
     def __init__(self, width: int, narrow: int, wide: int):
-        with validating(self):
-            _check(wide, narrow)
-        self.wide, self.narrow = wide, narrow
-        super().__init__({"i": In(stream.Signature(vector_layout(width, narrow))),
-                          "o": Out(stream.Signature(vector_layout(width, wide)))})
+        super().__init__(width, wide, narrow, narrow, wide)
 
     def elaborate(self, platform):
         W, L = self.wide, self.narrow

@@ -41,13 +41,8 @@ def _expect(beats):
     return [(b["data"][:b["count"]], b["count"], b["last"]) for b in beats]
 
 
-@pytest.mark.parametrize("wide, narrow", [(8, 2), (8, 1), (16, 4), (4, 4), (2, 1)])
-@pytest.mark.parametrize("stall", [0.0, 0.4])
-def test_splitter(wide, narrow, stall):
-    rnd = random.Random(wide * 10 + narrow)
-    rows = _rows(wide, rnd)
-    ins, want = _beats(rows, wide, rnd), _beats(rows, narrow, rnd)
-    dut, got = LaneSplitter(WIDTH, wide, narrow), []
+def _check_through(dut, ins, want, rnd, stall):
+    got = []
 
     async def producer(ctx):
         await feed(ctx, dut.i, ins, rnd, stall)
@@ -57,6 +52,15 @@ def test_splitter(wide, narrow, stall):
 
     simulate(dut, producer, consumer)
     assert [_valid(b) for b in got] == _expect(want)
+
+
+@pytest.mark.parametrize("wide, narrow", [(8, 2), (8, 1), (16, 4), (4, 4), (2, 1)])
+@pytest.mark.parametrize("stall", [0.0, 0.4])
+def test_splitter(wide, narrow, stall):
+    rnd = random.Random(wide * 10 + narrow)
+    rows = _rows(wide, rnd)
+    ins, want = _beats(rows, wide, rnd), _beats(rows, narrow, rnd)
+    _check_through(LaneSplitter(WIDTH, wide, narrow), ins, want, rnd, stall)
 
 
 @pytest.mark.parametrize("wide, narrow", [(8, 2), (8, 1), (16, 4), (4, 4), (2, 1)])
@@ -65,16 +69,7 @@ def test_gatherer(wide, narrow, stall):
     rnd = random.Random(wide * 10 + narrow + 1)
     rows = _rows(wide, rnd)
     ins, want = _beats(rows, narrow, rnd), _beats(rows, wide, rnd)
-    dut, got = LaneGatherer(WIDTH, narrow, wide), []
-
-    async def producer(ctx):
-        await feed(ctx, dut.i, ins, rnd, stall)
-
-    async def consumer(ctx):
-        got.extend(await drain(ctx, dut.o, len(want), rnd, stall))
-
-    simulate(dut, producer, consumer)
-    assert [_valid(b) for b in got] == _expect(want)
+    _check_through(LaneGatherer(WIDTH, narrow, wide), ins, want, rnd, stall)
 
 
 def test_splitter_one_beat_per_cycle():
