@@ -52,6 +52,8 @@ def main(argv=None) -> int:
     ap.add_argument("--act-bits", type=int, default=8)
     ap.add_argument("--row-units", type=int, default=None)
     ap.add_argument("--lanes", type=int, default=None, help="vector lanes (default: cols)")
+    ap.add_argument("--requant-lanes", type=int, default=None,
+                    help="requantizers in the drain (default: cols)")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--bert", action="store_true", help="the BERT encoder layer (seq 16, dim 64)")
     args = ap.parse_args(argv)
@@ -60,6 +62,7 @@ def main(argv=None) -> int:
         r, c = (int(v) for v in arr.split("x"))
         kw = {"row_units": args.row_units} if args.row_units else {}
         kw.update({"lanes": args.lanes} if args.lanes else {})
+        kw.update({"requant_lanes": args.requant_lanes} if args.requant_lanes else {})
         try:
             cfg = AcceleratorConfig(rows=r, cols=c, kmax=256, mode=args.mode,
                                     abits=args.act_bits, **kw)
@@ -67,7 +70,7 @@ def main(argv=None) -> int:
             print(f"-- {arr}: skipped: {exc}")
             continue
         print(f"-- {arr} {args.mode} W{cfg.wbits}A{cfg.abits} row_units={cfg.row_units} "
-              f"lanes={cfg.lanes}: "
+              f"lanes={cfg.lanes} requant_lanes={cfg.requant_lanes}: "
               f"building and simulating ...", flush=True)
         res = measure(cfg, args.bert, args.images)
         p = res["perf"]
@@ -82,13 +85,14 @@ def main(argv=None) -> int:
               f"{p['array_beats']}, A starved {p['a_starved']}, B starved {p['b_starved']}")
         print(f"   simulator: {res['sim_rate']:.0f} cycles/s")
         rows.append(res)
-    print("\n| array | lanes | mode | cycles/inference | ideal | ratio | array util | GEMM "
-          "| Shiftmax | GELU | LayerNorm | sim cycles/s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| array | lanes | requant lanes | mode | cycles/inference | ideal | ratio "
+          "| array util | GEMM | Shiftmax | GELU | LayerNorm | sim cycles/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for res in rows:
         c, p = res["cfg"], res["perf"]
-        print(f"| {c.rows}x{c.cols} | {c.lanes} | {c.mode} | {p['cycles']} | {res['ideal']:.0f} | "
-              f"{res['ratio']:.2f}x | {100 * res['util']:.1f} % | {p['gemm_cycles']} | "
+        print(f"| {c.rows}x{c.cols} | {c.lanes} | {c.requant_lanes} | {c.mode} | {p['cycles']} | "
+              f"{res['ideal']:.0f} | {res['ratio']:.2f}x | {100 * res['util']:.1f} % | "
+              f"{p['gemm_cycles']} | "
               f"{p['softmax_cycles']} | {p['gelu_cycles']} | {p['layernorm_cycles']} | "
               f"{res['sim_rate']:.0f} |")
     return 0

@@ -58,8 +58,8 @@ def config_from_args(args, default=None):
             raise CliError(f"--bits {args.bits}: must be 4 or 8 (use --act-bits 16 for 16-bit "
                            f"activations)")
         kw["wbits"] = args.bits
-    for name in ("act_bits", "kmax", "lanes", "mbits", "device", "mode", "row_units",
-                 "array_dsps"):
+    for name in ("act_bits", "kmax", "lanes", "requant_lanes", "mbits", "device", "mode",
+                 "row_units", "array_dsps"):
         value = getattr(args, name)
         if value is not None:
             kw["abits" if name == "act_bits" else name] = value
@@ -175,6 +175,8 @@ def add_config_args(p, array_default: str = "16x16"):
     p.add_argument("--act-bits", type=int, default=None, help="activation bits, 8 or 16")
     p.add_argument("--kmax", type=int, default=None, help="largest K (default 4096)")
     p.add_argument("--lanes", type=int, default=None, help="vector lanes (default: cols)")
+    p.add_argument("--requant-lanes", type=int, default=None,
+                   help="requantizers in the drain (default: cols; fewer take each word in parts)")
     p.add_argument("--mbits", type=int, default=None, help="requant mantissa bits (8..31)")
     p.add_argument("--device", default=None, help="ecp5-25f | ecp5-45f | ecp5-85f | ice40-up5k")
     p.add_argument("--mode", default=None, help="numeric mode of the nonlinear units: dyad | ivit")

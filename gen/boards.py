@@ -60,11 +60,11 @@ BOARDS = {b.name: b for b in (
 
 EBR_BITS = {"ecp5": 18 * 1024, "ice40": 4 * 1024}
 # a lower bound on the LUT4s outside the array: fixed (controller, link, host interface), per word
-# element (requantiser lane, transposers, readers, drain) and per vector lane (Shiftmax, GELU,
+# element (transposers, readers, drain), per requantiser lane and per vector lane (Shiftmax, GELU,
 # LayerNorm) — about 85 % of a fit to whole-accelerator synthesis on ECP5 (8x8 with 2 lanes 40.6k,
-# 16x16 with 2 lanes 101.1k, 8x8 with 8 lanes 66.9k); the estimate only refuses what clearly
-# cannot fit, synthesis gives the exact count
-CORE_LUTS, LUTS_PER_WORD_ELEMENT, LUTS_PER_LANE = 14_000, 1_300, 2_300
+# 16x16 with 2 lanes 101.1k, 8x8 with 8 lanes 66.9k; 8x8 with 2 requantisers instead of 8: 6.3k
+# fewer); the estimate only refuses what clearly cannot fit, synthesis gives the exact count
+CORE_LUTS, LUTS_PER_WORD_ELEMENT, LUTS_PER_REQUANT_LANE, LUTS_PER_LANE = 14_000, 250, 1_050, 2_300
 SMALL_PRODUCTS_TO_LUTS = f"{KEEP_REPLICAS}; booth t:$mul r:A_WIDTH<=16 %i r:B_WIDTH<=16 %i"
 
 
@@ -102,7 +102,7 @@ def estimate(cfg: AcceleratorConfig, sizes, link: LinkParams) -> dict:
     brams = sum(ports * _ebr_blocks(fam, d, w) for d, w, ports in mems if d * w >= 2048)
     return {"dsp": cfg.dsp_products + cfg.requant_dsps + cfg.vector_dsps, "bram": brams,
             "lut": (cfg.array_luts + CORE_LUTS + LUTS_PER_WORD_ELEMENT * cfg.cols
-                    + LUTS_PER_LANE * cfg.lanes)}
+                    + LUTS_PER_REQUANT_LANE * cfg.requant_lanes + LUTS_PER_LANE * cfg.lanes)}
 
 
 def _capacity(cfg: AcceleratorConfig) -> dict:
@@ -118,7 +118,7 @@ def check_estimate(board: Board, cfg: AcceleratorConfig, sizes, link: LinkParams
     if over:
         raise ConfigError(f"{cfg.name} does not fit {board.name} ({cfg.device}): needs "
                           + ", ".join(over) + " (estimate before synthesis; try a smaller "
-                          "--array, fewer --row-units or --lanes)")
+                          "--array, fewer --row-units, --lanes or --requant-lanes)")
     return need
 
 

@@ -173,7 +173,7 @@ def write_host_json(cfg: AcceleratorConfig, program, out: Path, link, *, board=N
 def summary(cfg: AcceleratorConfig) -> str:
     d = cfg.dev
     return (f"{cfg.name}: {cfg.rows}x{cfg.cols} output-stationary array, W{cfg.wbits}A{cfg.abits}, "
-            f"K <= {cfg.kmax}, {cfg.acc_bits}-bit accumulators; {cfg.cols} requant lanes "
+            f"K <= {cfg.kmax}, {cfg.acc_bits}-bit accumulators; {cfg.requant_lanes} requant lanes "
             f"({cfg.mbits}-bit mantissa), {cfg.lanes} vector lanes\n"
             f"  target {cfg.device}: {cfg.requant_dsps} DSPs for requantizers, {cfg.vector_dsps} "
             f"for vector units, {cfg.dsp_products}"

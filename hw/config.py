@@ -63,7 +63,10 @@ class AcceleratorConfig:
     dataflow : ``"os"`` (output-stationary; see :mod:`hw.systolic` for why).
     lanes : width of the nonlinear units (Shiftmax, GELU, LayerNorm: elements per cycle); defaults
         to ``cols`` and must divide it (the core splits each ``cols``-element scratchpad word into
-        ``cols / lanes`` beats for them). The requantizers are always one word (``cols``) wide.
+        ``cols / lanes`` beats for them).
+    requant_lanes : requantizers in the drain (default ``cols``: a word per cycle); a divisor of
+        ``cols`` makes the drain take each word in ``cols / requant_lanes`` beats (fewer DSPs and
+        LUTs, a slower drain).
     mbits : requantizer mantissa width (31 reproduces the reference; 18 fits one DSP port).
     out_fifo_rows : depth of the array's output row buffer, in tile rows (>= 2 * rows).
     device : target part, a key of :data:`DEVICES`.
@@ -83,6 +86,7 @@ class AcceleratorConfig:
     kmax: int = 4096
     dataflow: str = "os"
     lanes: int = 0
+    requant_lanes: int = 0
     mbits: int = 31
     out_fifo_rows: int = 0
     device: str = "ecp5-85f"
@@ -124,6 +128,12 @@ class AcceleratorConfig:
             object.__setattr__(self, "lanes", self.cols)
         need(isinstance(self.lanes, int) and self.lanes >= 1, "lanes", "must be >= 1")
         need(self.cols % self.lanes == 0, "lanes", f"must divide cols ({self.cols})")
+        if self.requant_lanes == 0:
+            object.__setattr__(self, "requant_lanes", self.cols)
+        need(isinstance(self.requant_lanes, int) and self.requant_lanes >= 1, "requant_lanes",
+             "must be >= 1")
+        need(self.cols % self.requant_lanes == 0, "requant_lanes",
+             f"must divide cols ({self.cols})")
         if self.out_fifo_rows == 0:
             object.__setattr__(self, "out_fifo_rows", 1 << max(2, math.ceil(math.log2(
                 2 * self.rows))))
@@ -152,13 +162,13 @@ class AcceleratorConfig:
 
     @property
     def requant_dsps(self) -> int:
-        """DSPs the requantizers take (one per word element, ``cols``; yosys splits each product
-        into 18x18 blocks): ``(acc + bias) * m`` and the residual ``r * rm`` per element."""
+        """DSPs the requantizers take (``requant_lanes`` of them; yosys splits each product into
+        18x18 blocks): ``(acc + bias) * m`` and the residual ``r * rm`` per lane."""
         w = DSP_WIDTH[self.dev.family]
         m_w = self.mbits + 1
         x_w = max(self.acc_bits, 32) + 1
         per_lane = math.ceil(x_w / w) * math.ceil(m_w / w) + math.ceil(16 / w) * math.ceil(m_w / w)
-        return self.cols * per_lane
+        return self.requant_lanes * per_lane
 
     @property
     def vector_dsps(self) -> int:
@@ -236,11 +246,12 @@ class AcceleratorConfig:
 
     def replace(self, **kw) -> "AcceleratorConfig":
         """A copy with ``kw`` changed; derived defaults (FIFO depth, name) re-derived unless
-        given. Lanes narrower than the array (a board preset's) are kept while they divide the
-        new ``cols``; otherwise they follow ``cols``."""
+        given. Lanes narrower than the array (a board preset's vector or requantiser lanes) are
+        kept while they divide the new ``cols``; otherwise they follow ``cols``."""
         cols = kw.get("cols", self.cols)
-        narrowed = self.lanes < self.cols and cols % self.lanes == 0
-        kw.setdefault("lanes", self.lanes if narrowed else 0)
+        for field in ("lanes", "requant_lanes"):
+            lanes = getattr(self, field)
+            kw.setdefault(field, lanes if lanes < self.cols and cols % lanes == 0 else 0)
         for auto in ("out_fifo_rows", "name"):
             kw.setdefault(auto, type(self).__dataclass_fields__[auto].default)
         return replace(self, **kw)
@@ -254,11 +265,11 @@ PRESETS = {
     "icebreaker": AcceleratorConfig(rows=2, cols=2, kmax=1024, lanes=1, mbits=15,
                                     device="ice40-up5k"),
     # the whole accelerator on a ULX3S-85F: one row unit of each kind, 2-lane vector units,
-    # 17-bit requant mantissas (3 DSPs per lane, not 6) and the array's products in LUT
-    # multipliers: 54 % of the LUTs (8 lanes: 80 %); with its 64 products in DSPs router2's
-    # overuse stalled near 10 000 wires, in LUTs it reached ~1 000 (README "Boards")
+    # 2 requantisers (the drain takes a word in 4 beats, as the vector units do), 17-bit requant
+    # mantissas (3 DSPs per lane, not 6) and the array's products in LUT multipliers; with its
+    # 64 products in DSPs router2's overuse stalled near 10 000 wires (README "Boards")
     "ulx3s-8x8": AcceleratorConfig(rows=8, cols=8, mbits=17, row_units=1, lanes=2,
-                                   array_dsps=0),
+                                   requant_lanes=2, array_dsps=0),
     # the smallest accelerator that runs whole models (V = 2 lanes, rows of up to 64)
     "icebreaker-2x2": AcceleratorConfig(rows=2, cols=2, kmax=1024, mbits=15, row_units=1,
                                         max_row=64, max_channels=64, device="ice40-up5k"),

@@ -14,6 +14,12 @@ to ``o_base + blk * o_stride + t`` with lanes rotated up by ``o_lane``, writing 
 ``N`` (``count`` on row beats) and rows below ``M``. The requantiser never stalls (the write port
 is always free), so the write address simply travels beside it.
 
+With ``R = requant_lanes`` narrower than the word, a word is held for ``V / R`` cycles and goes
+through the requantisers ``R`` lanes at a time (its parameter and residual words are kept from
+the first of them); the results are gathered back into the word, which is written once, on its
+last part. ``i.ready`` is then low on all but the last of those cycles (with ``R = V`` it is
+always high).
+
 A second job may be started while one drains (chained GEMMs): it waits in a one-deep queue
 (``free`` is low while it is occupied) and becomes active after the current job's last row; the
 fields the later stages need travel with each beat, so the switch never touches a beat in flight.
@@ -22,7 +28,7 @@ instruction for several): the tile-row count is a product registered from them.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Array, C, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -59,7 +65,8 @@ class Drain(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self._cfg
-        V = cfg.cols
+        V, R = cfg.cols, cfg.requant_lanes
+        parts = V // R                  # requantiser passes per word
         log_v = V.bit_length() - 1
         m = Module()
         m.submodules.rq = rq = Requantizer(cfg, self.x_bits)
@@ -95,14 +102,19 @@ class Drain(wiring.Component):
                     lanes_left.eq(j.n), remaining.eq(j.rows)]
 
         # ---- stage 0: accept a beat, read its parameters and residual -------------------------
+        # (stage 1 holds a word for its V / R requantiser parts; the next is taken with the last)
         beat = self.i.payload
-        take = self.i.valid            # always ready
-        m.d.comb += [self.i.ready.eq(1), self.p_addr.eq(act.p_index + blk),
-                     self.r_addr.eq(r_blk + t)]
         s1_valid, s1_x = Signal(), Signal.like(beat.data)
         s1_addr, s1_n, s1_row_ok = Signal(ADDR_BITS), Signal(range(V + 1)), Signal()
         s1_job = Signal(job)                         # per-beat fields travel with the beat
-        m.d.sync += s1_valid.eq(take)
+        part = Signal(range(parts))                  # the word's part in the requantisers
+        part_last = (part == parts - 1) if parts > 1 else C(1)
+        take = self.i.valid & self.i.ready
+        m.d.comb += [self.i.ready.eq(~s1_valid | part_last), self.p_addr.eq(act.p_index + blk),
+                     self.r_addr.eq(r_blk + t)]
+        m.d.sync += s1_valid.eq(take | (s1_valid & ~part_last))
+        if parts > 1:
+            m.d.sync += part.eq(Mux(s1_valid & ~part_last, part + 1, 0))
         row_end = Mux(act.gemm, 1, beat.last)
         with m.If(take):
             m.d.sync += [s1_x.eq(beat.data), s1_addr.eq(o_blk + t), s1_row_ok.eq(t < act.m),
@@ -137,30 +149,53 @@ class Drain(wiring.Component):
         m.d.comb += [rq.i.valid.eq(s1_valid), rq.i.payload.wide.eq(s1_job.wide),
                      rq.i.payload.residual.eq(s1_job.residual), rq.i.payload.last.eq(0),
                      rq.o.ready.eq(1)]
-        for lane in range(V):
-            ln, prm = rq.i.payload.lane[lane], self.p_data[lane]
-            m.d.comb += [ln.x.eq(s1_x[lane]), ln.b.eq(prm.b), ln.m.eq(prm.m), ln.e.eq(prm.e),
-                         ln.c.eq(prm.c), ln.r.eq(self.r_data[lane]), ln.rm.eq(s1_job.rm),
-                         ln.re.eq(s1_job.re)]
+        # the parameter and residual words are read for the word's first part; later parts use
+        # copies kept from then (the read addresses may move on to the next job meanwhile)
+        p_kept, r_kept = Signal.like(self.p_data), Signal.like(self.r_data)
+        if parts > 1:
+            with m.If(part == 0):
+                m.d.sync += [p_kept.eq(self.p_data), r_kept.eq(self.r_data)]
+        with m.Switch(part):
+            for k in range(parts):
+                with m.Case(k):
+                    prms, res = (self.p_data, self.r_data) if k == 0 else (p_kept, r_kept)
+                    for lane in range(R):
+                        ln, e = rq.i.payload.lane[lane], k * R + lane
+                        prm = prms[e]
+                        m.d.comb += [ln.x.eq(s1_x[e]), ln.b.eq(prm.b), ln.m.eq(prm.m),
+                                     ln.e.eq(prm.e), ln.c.eq(prm.c), ln.r.eq(res[e]),
+                                     ln.rm.eq(s1_job.rm), ln.re.eq(s1_job.re)]
         # the write position travels beside the requantiser (which never stalls)
-        side = [(s1_valid, s1_addr, s1_n, s1_row_ok, s1_job.o_lane)]
+        side = [(s1_valid, s1_addr, s1_n, s1_row_ok, s1_job.o_lane, part)]
         for k in range(LATENCY):
             prev = side[-1]
             regs = (Signal(name=f"side{k}_valid"), Signal(ADDR_BITS, name=f"side{k}_addr"),
                     Signal(range(V + 1), name=f"side{k}_n"), Signal(name=f"side{k}_ok"),
-                    Signal(range(V), name=f"side{k}_lane"))
+                    Signal(range(V), name=f"side{k}_lane"), Signal(range(parts),
+                                                                   name=f"side{k}_part"))
             m.d.sync += [r.eq(p) for r, p in zip(regs, prev)]
             side.append(regs)
-        w_valid, w_addr, w_n, w_ok, o_lane = side[-1]
+        w_valid, w_addr, w_n, w_ok, o_lane, w_part = side[-1]
+
+        # ---- the word's earlier parts wait for its last -----------------------------------------
+        results = list(rq.o.payload.data)
+        word = []
+        for k in range(parts - 1):
+            kept = [Signal(signed(len(r)), name=f"part{k}_{n}") for n, r in enumerate(results)]
+            with m.If(w_part == k):
+                m.d.sync += [s.eq(r) for s, r in zip(kept, results)]
+            word += kept
+        word += results
 
         # ---- write, lanes rotated up by o_lane, registered: the scratchpad's write port reaches
         # every block RAM of its replicas, so nothing else shares that cycle ----------------------
-        out = Array(rq.o.payload.data)
+        out = Array(word)
+        w_whole = w_valid & (w_part == parts - 1)
         en = []
         for e in range(V):
             j = (e - o_lane)[:log_v] if log_v else 0
             m.d.sync += self.w_data[e].eq(out[j])
-            en.append(w_valid & w_ok & (e >= o_lane) & (j < w_n))
+            en.append(w_whole & w_ok & (e >= o_lane) & (j < w_n))
         m.d.sync += [self.w_addr.eq(w_addr), self.w_en.eq(Cat(*en))]
 
         busy_pipe = Signal()

@@ -1,5 +1,5 @@
-"""Dyadic requantizers, one per scratchpad word element (``cols`` lanes): bit-exact with
-:func:`gen.intops.requant` / ``requant_sum``.
+"""Dyadic requantizers, ``requant_lanes`` of them (default: one per scratchpad word element):
+bit-exact with :func:`gen.intops.requant` / ``requant_sum``.
 
 Per lane and beat::
 
@@ -22,7 +22,7 @@ congested nets of the board build).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -48,18 +48,19 @@ def lane_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.Struc
 
 
 def in_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
-    return data.StructLayout({"lane": data.ArrayLayout(lane_layout(cfg, x_bits), cfg.cols),
+    return data.StructLayout({"lane": data.ArrayLayout(lane_layout(cfg, x_bits), cfg.requant_lanes),
                               "wide": 1, "residual": 1, "last": 1})
 
 
 def out_layout(cfg: AcceleratorConfig) -> data.StructLayout:
-    return data.StructLayout({"data": data.ArrayLayout(signed(OUT_BITS), cfg.cols), "last": 1})
+    return data.StructLayout({"data": data.ArrayLayout(signed(OUT_BITS), cfg.requant_lanes),
+                              "last": 1})
 
 
 class Requantizer(wiring.Component):
     """Members: ``i`` (In stream of :func:`in_layout`), ``o`` (Out stream of :func:`out_layout`).
 
-    Latency :data:`LATENCY` cycles; throughput one beat (``cols`` elements) per cycle.
+    Latency :data:`LATENCY` cycles; throughput one beat (``requant_lanes`` elements) per cycle.
     ``x_bits``: input width (default: the array's accumulator width).
     """
 
@@ -81,7 +82,7 @@ class Requantizer(wiring.Component):
         residual = p.delay(flags.residual, STAGES - 1, "residual")
         m.d.comb += res.last.eq(p.delay(flags.last, STAGES, "last"))
 
-        for n in range(cfg.cols):
+        for n in range(cfg.requant_lanes):
             ln = self.i.payload.lane[n]
             # s1: bias add; s2, s3: product (two registers so it maps onto pipelined DSPs)
             xb = p.stage(ln.x + ln.b, f"xb{n}")

@@ -251,16 +251,19 @@ class Accelerator(wiring.Component):
             results = gather.o
 
         # ---- drain input: array rows or unit results, selected by the instruction and
-        # registered (the drain takes a beat every cycle, so the sources never wait) -----------
+        # registered (with a requantiser per word element the drain takes a beat every cycle and
+        # the sources never wait; narrower, it takes one every cols / requant_lanes) -----------
         src = stream.Signature(drain.i.payload.shape()).create(path=("drain_src",))
+        m.d.comb += src.ready.eq(~drain.i.valid | drain.i.ready)
         with m.If(is_gemm):
-            m.d.comb += [src.valid.eq(array.o.valid), array.o.ready.eq(1),
+            m.d.comb += [src.valid.eq(array.o.valid), array.o.ready.eq(src.ready),
                          src.payload.last.eq(array.o.payload.last), src.payload.count.eq(V)]
             m.d.comb += [src.payload.data[c].eq(array.o.payload.data[c]) for c in range(V)]
         with m.Else():
-            m.d.comb += [src.valid.eq(results.valid), results.ready.eq(1),
+            m.d.comb += [src.valid.eq(results.valid), results.ready.eq(src.ready),
                          src.payload.eq(results.payload)]
-        m.d.sync += [drain.i.valid.eq(src.valid), drain.i.payload.eq(src.payload)]
+        with m.If(src.ready):
+            m.d.sync += [drain.i.valid.eq(src.valid), drain.i.payload.eq(src.payload)]
 
         readers_busy = ta.busy | tb.busy | wb.busy | wr.busy
         m.d.comb += [ctrl.idle.eq(~readers_busy & drain.done),

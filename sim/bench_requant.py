@@ -40,7 +40,7 @@ def expected(beat: dict) -> np.ndarray:
 
 
 def vectors(cfg: AcceleratorConfig, n: int, rng) -> list[dict]:
-    L, mb = cfg.cols, cfg.mbits
+    L, mb = cfg.requant_lanes, cfg.mbits
     acc_lo, acc_hi = -(1 << (cfg.acc_bits - 1)), 1 << (cfg.acc_bits - 1)
     # golden int64 limit: |x + b| * |m| + |bias| < 2^63
     x_lim = min(acc_hi, 1 << (62 - mb - 1))
@@ -99,7 +99,7 @@ async def requant_vectors(dut):
                                  f"({bt['lane'][lane]}, wide={bt['wide']}, "
                                  f"residual={bt['residual']})")
         assert got.last == bt["last"]
-        checked += cfg.cols
+        checked += cfg.requant_lanes
     dut._log.info(f"requant: {checked} elements in {len(beats)} beats, bit-exact")
 
 
@@ -117,5 +117,5 @@ async def requant_throughput(dut):
     for _ in beats:
         await sink.recv()
     span = sink.last_cycle - sink.first_cycle + 1
-    print(f"THROUGHPUT requant lanes={cfg.cols} beats={len(beats)} cycles={span} "
-          f"elements/cycle={len(beats) * cfg.cols / span:.2f}", flush=True)
+    print(f"THROUGHPUT requant lanes={cfg.requant_lanes} beats={len(beats)} cycles={span} "
+          f"elements/cycle={len(beats) * cfg.requant_lanes / span:.2f}", flush=True)

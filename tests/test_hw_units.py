@@ -89,10 +89,13 @@ def test_config_derived():
     assert (cfg.dsp_products, cfg.lut_products) == (0, 256)
     assert AcceleratorConfig(rows=4, cols=4, row_units=1).lut_products == 0
     ulx3s = PRESETS["ulx3s-8x8"]
-    assert (ulx3s.requant_dsps, ulx3s.vector_dsps, ulx3s.dsp_products) == (24, 38, 0)
+    assert (ulx3s.requant_dsps, ulx3s.vector_dsps, ulx3s.dsp_products) == (6, 38, 0)
     assert ulx3s.replace(array_dsps=10).dsp_products == 10
     assert ulx3s.replace(array_dsps=-1).dsp_products == 64
     assert AcceleratorConfig(rows=8, cols=8, lanes=2).requant_dsps == 8 * 6     # one per column
+    assert AcceleratorConfig(rows=8, cols=8, requant_lanes=2).requant_dsps == 2 * 6
+    assert ulx3s.replace(rows=4, cols=4).requant_lanes == 2       # narrowed lanes are kept
+    assert ulx3s.replace(rows=2, cols=2).requant_lanes == 2
     assert AcceleratorConfig(rows=16, cols=16, mbits=17).requant_dsps == 16 * 3
     assert AcceleratorConfig(abits=16, kmax=1000).acc_bits == 8 + 16 + 10
     d = AcceleratorConfig.from_dict(__import__("json").loads(cfg.to_json()))
@@ -110,6 +113,8 @@ def test_config_derived():
     (dict(dataflow="ws"), "dataflow='ws': must be one of"),
     (dict(mbits=40), "mbits=40: must be an integer in"),
     (dict(cols=8, lanes=3), "lanes=3: must divide cols"),
+    (dict(cols=8, requant_lanes=3), "requant_lanes=3: must divide cols"),
+    (dict(cols=8, requant_lanes=-2), "requant_lanes=-2: must be >= 1"),
     (dict(array_dsps=-2), "array_dsps=-2: must be -1"),
     (dict(rows=2, cols=4, device="ice40-up5k"), "the requantizers need 32 DSPs, ice40-up5k has 8"),
     (dict(rows=32, cols=32, device="ecp5-25f"),
