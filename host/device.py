@@ -10,6 +10,7 @@ import numpy as np
 from gen.compiler import Program, command, split_command
 from hw.isa import (
     PERF_COUNTERS,
+    READABLE,
     STATUS_OK,
     STATUS_WORDS,
     HostCmd,
@@ -115,6 +116,10 @@ class Device:
 
     def _transfer(self, words: list[int]) -> list[int]:
         """A WRITE or READ of any size, cut to the link's limits."""
+        hdr = header_layout.from_bits(words[0])
+        if hdr.cmd == HostCmd.READ and hdr.target != READABLE:
+            raise ValueError(f"READ {hdr.target.name}: the device's tables are write-only; only "
+                             f"{READABLE.name} reads back")
         out = []
         for part in split_command(words, self._entry_words, self.info["link_buffer"],
                                   MAX_REPLY):

@@ -4,8 +4,12 @@ Every command is a header word (:data:`hw.isa.header_layout`) and an address wor
 
 - ``HELLO``: returns ``len(hello)`` words describing the generated hardware;
 - ``WRITE target addr count``: ``count`` entries of ``words_for(entry bits)`` words each
-  (little-endian), written to consecutive addresses;
-- ``READ target addr count``: returns ``count`` entries the same way;
+  (little-endian), written to consecutive addresses, each word into its own 32-bit slice of the
+  entry as it arrives (``w_data`` and one enable per slice, registered: no entry-wide buffer);
+- ``READ SPAD addr count``: returns ``count`` scratchpad words the same way. The tables
+  (instructions, requantiser and vector parameters) are write-only: their wide entries would all
+  have to meet in one reply multiplexer, which was a tenth of the 8x8 board build's routing
+  congestion; the link refuses a READ of them (:class:`hw.isa.Nak` ``COMMAND``);
 - ``RUN pc``: starts the program at ``pc``; one status word (:data:`hw.isa.status_layout`) when
   it retires ``END``;
 - ``STATUS``: returns :data:`hw.isa.STATUS_WORDS`: the last RUN's status word (0 before the
@@ -22,6 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from .isa import (
     ADDR_BITS,
+    READABLE,
     STATUS_OK,
     STATUS_WORDS,
     WORD_BITS,
@@ -37,29 +42,32 @@ __all__ = ["HostInterface"]
 
 class HostInterface(wiring.Component):
     """``entry_bits``: bits per entry of each :class:`~hw.isa.Target`; ``hello``: the constant
-    words HELLO returns; ``n_perf``: number of counters."""
+    words HELLO returns; ``n_perf``: number of counters.
+
+    Writes: ``w_addr``, ``w_data`` (one host word) and per target ``<target>_wen`` (one enable per
+    32-bit slice of its entry). Reads (scratchpad only): ``r_addr``, ``r_en``, ``r_data``."""
 
     def __init__(self, entry_bits: dict, hello: list, n_perf: int):
         self.entry_bits, self.hello, self.n_perf = dict(entry_bits), list(hello), n_perf
         members = {"i": In(stream.Signature(WORD_BITS)), "o": Out(stream.Signature(WORD_BITS)),
                    "run": Out(1), "pc": Out(ADDR_BITS), "done": In(1), "stop_pc": In(ADDR_BITS),
                    "errors": In(8), "idle": Out(1),
-                   "perf": In(32).array(n_perf)}
+                   "perf": In(32).array(n_perf),
+                   "w_addr": Out(ADDR_BITS), "w_data": Out(WORD_BITS),
+                   "r_addr": Out(ADDR_BITS), "r_en": Out(1),
+                   "r_data": In(self.entry_bits[READABLE])}
         for t in Target:
-            bits = self.entry_bits[t]
-            members |= {f"{t.name.lower()}_addr": Out(ADDR_BITS),
-                        f"{t.name.lower()}_wdata": Out(bits),
-                        f"{t.name.lower()}_wen": Out(1), f"{t.name.lower()}_ren": Out(1),
-                        f"{t.name.lower()}_rdata": In(bits)}
+            members[f"{t.name.lower()}_wen"] = Out(words_for(self.entry_bits[t]))
         super().__init__(members)
 
-    def port(self, t: Target, kind: str):
-        return getattr(self, f"{t.name.lower()}_{kind}")
+    def wen(self, t: Target):
+        return getattr(self, f"{t.name.lower()}_wen")
 
     def elaborate(self, platform):
         m = Module()
         max_words = max(words_for(b) for b in self.entry_bits.values())
-        buf = Signal(max_words * WORD_BITS)
+        read_words = words_for(self.entry_bits[READABLE])
+        buf = Signal(read_words * WORD_BITS)        # the scratchpad word being read back
         hdr = Signal(header_layout)
         addr = Signal(ADDR_BITS)
         count = Signal(24)
@@ -70,10 +78,8 @@ class HostInterface(wiring.Component):
         status = Signal(status_layout)          # of the last RUN
         uptime = Signal(32)
         m.d.sync += uptime.eq(uptime + 1)
-        for t in Target:
-            m.d.comb += [self.port(t, "addr").eq(addr),
-                         self.port(t, "wdata").eq(buf[:self.entry_bits[t]])]
-        m.d.comb += self.pc.eq(addr)
+        m.d.comb += [self.pc.eq(addr), self.r_addr.eq(addr)]
+        m.d.sync += [self.wen(t).eq(0) for t in Target]
 
         with m.FSM():
             with m.State("HEADER"):
@@ -111,41 +117,30 @@ class HostInterface(wiring.Component):
                 with m.Else():
                     m.d.comb += self.i.ready.eq(1)
                     with m.If(self.i.valid):
-                        # word k of the entry lands in its own slice (no shifting: each slice
-                        # has its own enable, decoded from the word count)
-                        m.d.sync += [buf.word_select(word, WORD_BITS).eq(self.i.payload),
+                        # word k of the entry goes straight to slice k of the target's memory
+                        m.d.sync += [self.w_data.eq(self.i.payload), self.w_addr.eq(addr),
                                      word.eq(word + 1)]
+                        slice_en = Const(1, max_words) << word
+                        for t in Target:
+                            with m.If(hdr.target == t):
+                                m.d.sync += self.wen(t).eq(slice_en[:len(self.wen(t))])
                         with m.If(word + 1 == n_words):
-                            m.next = "COMMIT"
-            with m.State("COMMIT"):
-                with m.Switch(hdr.target):
-                    for t in Target:
-                        with m.Case(t):
-                            m.d.comb += self.port(t, "wen").eq(1)
-                m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), word.eq(0)]
-                m.next = "WRITE"
+                            m.d.sync += [addr.eq(addr + 1), count.eq(count - 1), word.eq(0)]
             with m.State("READ"):
                 with m.If(count == 0):
                     m.next = "HEADER"
                 with m.Else():
-                    with m.Switch(hdr.target):
-                        for t in Target:
-                            with m.Case(t):
-                                m.d.comb += self.port(t, "ren").eq(1)
+                    m.d.comb += self.r_en.eq(1)
                     m.next = "FETCHED"
             with m.State("FETCHED"):
-                with m.Switch(hdr.target):
-                    for t in Target:
-                        with m.Case(t):
-                            m.d.sync += buf.eq(self.port(t, "rdata"))
-                m.d.sync += word.eq(0)
+                m.d.sync += [buf.eq(self.r_data), word.eq(0)]
                 m.next = "SEND"
             with m.State("SEND"):
                 m.d.comb += [self.o.valid.eq(1),
                              self.o.payload.eq(buf.word_select(word, WORD_BITS))]
                 with m.If(self.o.ready):
                     m.d.sync += word.eq(word + 1)
-                    with m.If(word + 1 == n_words):
+                    with m.If(word + 1 == read_words):
                         m.d.sync += [addr.eq(addr + 1), count.eq(count - 1)]
                         m.next = "READ"
             with m.State("RUN"):

@@ -31,8 +31,8 @@ from __future__ import annotations
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import crc, data, enum
 
-__all__ = ["Opcode", "Target", "HostCmd", "instr_layout", "ptab_lane_layout", "ELEM_BITS",
-           "ADDR_BITS", "DIM_BITS", "WORD_BITS", "header_layout", "status_layout",
+__all__ = ["Opcode", "Target", "READABLE", "HostCmd", "instr_layout", "ptab_lane_layout",
+           "ELEM_BITS", "ADDR_BITS", "DIM_BITS", "WORD_BITS", "header_layout", "status_layout",
            "PERF_COUNTERS", "STATUS_WORDS", "STATUS_OK", "words_for",
            "FRAME_SYNC", "FRAME_OVERHEAD", "FRAME_CRC", "frame_header_layout", "Reply", "Nak"]
 
@@ -73,11 +73,14 @@ def ptab_lane_layout(mbits: int) -> data.StructLayout:
 
 
 class Target(enum.Enum, shape=4):
-    """Memories the host reads and writes."""
+    """Memories the host writes; of them it reads back only :data:`READABLE`."""
     SPAD = 0        # scratchpad words
     IMEM = 1        # instructions
     PTAB = 2        # requantiser parameter entries (V lanes each)
     VTAB = 3        # vector-unit constants (one entry per layer)
+
+
+READABLE = Target.SPAD      # the tables are write-only (see hw.hostif)
 
 
 class HostCmd(enum.Enum, shape=4):
@@ -133,6 +136,6 @@ class Nak(enum.Enum, shape=8):
     """Why a request was refused (the NAK payload's first byte)."""
     CRC = 1         # the CRC did not check: the payload was not used
     LENGTH = 2      # longer than the receive buffer, or not what the header word implies
-    COMMAND = 3     # unknown command, or the header word names another one
+    COMMAND = 3     # unknown command, the header word names another one, or a READ of a table
     TAG = 4         # out of sequence (neither the next tag nor a repeat of the last): say HELLO
     TIMEOUT = 5     # the frame stopped arriving mid-way (inter-byte timeout)

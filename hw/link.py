@@ -40,6 +40,7 @@ from .config import ConfigError
 from .isa import (
     FRAME_CRC,
     FRAME_SYNC,
+    READABLE,
     WORD_BITS,
     HostCmd,
     Nak,
@@ -213,7 +214,9 @@ class Link(wiring.Component):
         # valid in CHECK)
         req_next, rep_next = Signal(32), Signal(32)
         req_len, rep_len = Signal(32), Signal(32)
-        m.d.sync += [req_len.eq(req_next), rep_len.eq(rep_next)]
+        write_only = Signal()               # a READ of a table (only the scratchpad reads back)
+        m.d.sync += [req_len.eq(req_next), rep_len.eq(rep_next),
+                     write_only.eq((word.cmd == HostCmd.READ) & (word.target != READABLE))]
         with m.Switch(word.cmd):
             with m.Case(HostCmd.WRITE, HostCmd.READ):
                 with m.Switch(word.target):
@@ -267,7 +270,7 @@ class Link(wiring.Component):
                 m.d.sync += cmd.eq(word.cmd)
                 tag = rtag
                 with m.If((hdr.cmd != word.cmd.as_value())
-                          | (hdr.cmd > max(c.value for c in HostCmd))):
+                          | (hdr.cmd > max(c.value for c in HostCmd)) | write_only):
                     nak(Nak.COMMAND)
                 with m.Elif((rlen != req_len) | (rep_len > MAX_REPLY)):
                     nak(Nak.LENGTH)

@@ -25,7 +25,7 @@ __all__ = ["Sizes", "spad_layout", "ptab_layout", "vtab_layout", "hello_words", 
            "HELLO_MAGIC", "HELLO_FIELDS", "LINK_FIELDS", "PROTOCOL_VERSION"]
 
 HELLO_MAGIC = 0x44594144        # "DYAD"
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3          # 3: the tables are write-only
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ a model (:meth:`gen.compiler.Program.sizes`).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out, connect
 
@@ -107,14 +107,17 @@ class Accelerator(wiring.Component):
 
         # ---- memories ------------------------------------------------------------------------
         m.submodules.spad = spad = memory.Memory(shape=spad_layout(cfg), depth=sz.spad, init=[])
-        m.submodules.imem = imem = memory.Memory(shape=instr_layout, depth=sz.imem, init=[])
-        m.submodules.ptab = ptab = memory.Memory(shape=ptab_layout(cfg), depth=sz.ptab, init=[])
-        m.submodules.vtab = vtab = memory.Memory(shape=vtab_layout(cfg), depth=sz.vtab, init=[])
         spad_w = spad.write_port(granularity=1)     # one enable per element
         spad_ra, spad_rb, spad_rr = (spad.read_port() for _ in range(3))
-        imem_w, imem_r = imem.write_port(), imem.read_port()
-        ptab_w, ptab_r = ptab.write_port(), ptab.read_port()
-        vtab_w, vtab_r = vtab.write_port(), vtab.read_port()
+        # the tables are written by the host one 32-bit word (slice) at a time
+        tables = {}
+        for t, layout, depth in ((Target.IMEM, instr_layout, sz.imem),
+                                 (Target.PTAB, ptab_layout(cfg), sz.ptab),
+                                 (Target.VTAB, vtab_layout(cfg), sz.vtab)):
+            mem = memory.Memory(shape=words_for(layout.size) * WORD_BITS, depth=depth, init=[])
+            m.submodules[t.name.lower()] = mem
+            tables[t] = (mem.write_port(granularity=WORD_BITS), mem.read_port())
+        (imem_w, imem_r), (ptab_w, ptab_r), (vtab_w, vtab_r) = tables.values()
 
         # ---- blocks --------------------------------------------------------------------------
         smx, gelu, ln = self._units()
@@ -139,20 +142,15 @@ class Accelerator(wiring.Component):
                      host.stop_pc.eq(ctrl.stop_pc)]
         m.d.comb += [host.perf[n].eq(getattr(ctrl, f"perf_{name}"))
                      for n, name in enumerate(PERF_COUNTERS)]
-        m.d.comb += [imem_w.addr.eq(host.imem_addr), imem_w.data.eq(host.imem_wdata),
-                     imem_w.en.eq(host.imem_wen),
-                     imem_r.addr.eq(Mux(running, ctrl.i_addr, host.imem_addr)),
-                     imem_r.en.eq(ctrl.i_en | host.imem_ren),
-                     host.imem_rdata.eq(imem_r.data), ctrl.i_data.eq(imem_r.data)]
-        m.d.comb += [ptab_w.addr.eq(host.ptab_addr), ptab_w.data.eq(host.ptab_wdata),
-                     ptab_w.en.eq(host.ptab_wen), host.ptab_rdata.eq(ptab_r.data)]
-        m.d.comb += [vtab_w.addr.eq(host.vtab_addr), vtab_w.data.eq(host.vtab_wdata),
-                     vtab_w.en.eq(host.vtab_wen), host.vtab_rdata.eq(vtab_r.data),
-                     vtab_r.addr.eq(Mux(running, ctrl.v_addr, host.vtab_addr)),
-                     vtab_r.en.eq(ctrl.v_en | host.vtab_ren)]
+        for t, (w, _) in tables.items():
+            m.d.comb += [w.addr.eq(host.w_addr), w.data.eq(host.w_data.replicate(len(w.en))),
+                         w.en.eq(host.wen(t))]
+        m.d.comb += [imem_r.addr.eq(ctrl.i_addr), imem_r.en.eq(ctrl.i_en),
+                     ctrl.i_data.eq(imem_r.data[:instr_layout.size])]
+        m.d.comb += [vtab_r.addr.eq(ctrl.v_addr), vtab_r.en.eq(ctrl.v_en)]
         vparams = Signal(vtab_layout(cfg))
         with m.If(ctrl.v_latch):
-            m.d.sync += vparams.eq(vtab_r.data)
+            m.d.sync += vparams.eq(vtab_r.data[:vparams.shape().size])
         m.d.comb += [smx.params.eq(vparams.softmax), gelu.params.eq(vparams.gelu)]
 
         # ---- decode into engine jobs ---------------------------------------------------------
@@ -191,22 +189,26 @@ class Accelerator(wiring.Component):
         with m.Elif(running):
             m.d.comb += [spad_ra.addr.eq(wr.addr), spad_ra.en.eq(wr.en)]
         with m.Else():
-            m.d.comb += [spad_ra.addr.eq(host.spad_addr), spad_ra.en.eq(host.spad_ren)]
+            m.d.comb += [spad_ra.addr.eq(host.r_addr), spad_ra.en.eq(host.r_en)]
         m.d.comb += [ta.data.eq(spad_ra.data), wr.data.eq(spad_ra.data),
-                     host.spad_rdata.eq(spad_ra.data)]
+                     host.r_data.eq(spad_ra.data)]
         m.d.comb += [spad_rb.addr.eq(Mux(ins.b_trans, tb.addr, wb.addr)),
                      spad_rb.en.eq(tb.en | wb.en), tb.data.eq(spad_rb.data),
                      wb.data.eq(spad_rb.data)]
         m.d.comb += [spad_rr.addr.eq(drain.r_addr), spad_rr.en.eq(1),
                      drain.r_data.eq(spad_rr.data)]
-        m.d.comb += [ptab_r.addr.eq(Mux(running, drain.p_addr, host.ptab_addr)),
-                     ptab_r.en.eq(1), drain.p_data.eq(ptab_r.data)]
+        m.d.comb += [ptab_r.addr.eq(drain.p_addr), ptab_r.en.eq(1),
+                     drain.p_data.eq(ptab_r.data[:ptab_layout(cfg).size])]
         with m.If(running):
             m.d.comb += [spad_w.addr.eq(drain.w_addr), spad_w.data.eq(drain.w_data),
                          spad_w.en.eq(drain.w_en)]
         with m.Else():
-            m.d.comb += [spad_w.addr.eq(host.spad_addr), spad_w.data.eq(host.spad_wdata),
-                         spad_w.en.eq(host.spad_wen.replicate(V))]
+            # a host word is WORD_BITS // ELEM_BITS elements: its slice's enable covers them
+            per_word = WORD_BITS // ELEM_BITS
+            m.d.comb += [spad_w.addr.eq(host.w_addr),
+                         spad_w.data.eq(host.w_data.replicate(V // per_word)),
+                         spad_w.en.eq(Cat(host.wen(Target.SPAD)[e // per_word]
+                                          for e in range(V)))]
 
         # ---- array operands ------------------------------------------------------------------
         b_src = ins.b_trans

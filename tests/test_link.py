@@ -131,6 +131,9 @@ def test_directed_frames(bridge, digits):
         _nak(raw.request(words, 41), 41, Nak.LENGTH)
         # the frame says READ, its header word says STATUS
         _nak(raw.request(command(HostCmd.STATUS), 41, cmd=HostCmd.READ.value), 41, Nak.COMMAND)
+        # the tables are write-only: a READ of any of them is refused
+        for table in (Target.IMEM, Target.PTAB, Target.VTAB):
+            _nak(raw.request(read_command(table, 0, 1), 41), 41, Nak.COMMAND)
         # a frame that stops arriving
         raw.send(encode(HostCmd.STATUS.value, 41, struct.pack("<2I", *command(HostCmd.STATUS)))[:9])
         _nak(raw.reply(), 41, Nak.TIMEOUT)
@@ -150,6 +153,8 @@ def test_directed_frames(bridge, digits):
         dev.hello()
         dev.attach(prog)
         dev.load()
+        with pytest.raises(ValueError, match="READ IMEM: the device's tables are write-only"):
+            dev._transfer(read_command(Target.IMEM, 0, 1))
         dev.write_input(digits[1][0])
         dev.close()
         raw = Raw(bridge.url)
