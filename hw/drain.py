@@ -15,10 +15,11 @@ to ``o_base + blk * o_stride + t`` with lanes rotated up by ``o_lane``, writing 
 is always free), so the write address simply travels beside it.
 
 With ``R = requant_lanes`` narrower than the word, a word is held for ``V / R`` cycles and goes
-through the requantisers ``R`` lanes at a time (its parameter and residual words are kept from
-the first of them); the results are gathered back into the word, which is written once, on its
-last part. ``i.ready`` is then low on all but the last of those cycles (with ``R = V`` it is
-always high).
+through the requantisers ``R`` lanes at a time; the results are gathered back into the word,
+which is written once, on its last part. ``i.ready`` is then low on all but the last of those
+cycles (with ``R = V`` it is always high). The requantiser table stores an entry as ``V / R``
+rows of ``R`` lanes (row ``entry * V / R + part``), so each part reads only its own lanes; the
+residual word is kept from the first part.
 
 A second job may be started while one drains (chained GEMMs): it waits in a one-deep queue
 (``free`` is low while it is occupied) and becomes active after the current job's last row; the
@@ -56,7 +57,7 @@ class Drain(wiring.Component):
             "o_base": In(ADDR_BITS), "o_stride": In(ADDR_BITS), "o_lane": In(8),
             "r_base": In(ADDR_BITS), "r_stride": In(ADDR_BITS), "p_index": In(ADDR_BITS),
             "p_addr": Out(ADDR_BITS), "p_data": In(data.ArrayLayout(ptab_lane_layout(
-                config.mbits), V)),
+                config.mbits), config.requant_lanes)),
             "r_addr": Out(ADDR_BITS), "r_data": In(data.ArrayLayout(signed(ELEM_BITS), V)),
             "w_addr": Out(ADDR_BITS), "w_data": Out(data.ArrayLayout(signed(ELEM_BITS), V)),
             "w_en": Out(V),
@@ -110,7 +111,14 @@ class Drain(wiring.Component):
         part = Signal(range(parts))                  # the word's part in the requantisers
         part_last = (part == parts - 1) if parts > 1 else C(1)
         take = self.i.valid & self.i.ready
-        m.d.comb += [self.i.ready.eq(~s1_valid | part_last), self.p_addr.eq(act.p_index + blk),
+        log_parts = parts.bit_length() - 1
+        s1_entry = Signal(ADDR_BITS)                 # the held word's requantiser table entry
+        # the table row the next cycle's part needs: the held word's next part, or the first
+        # part of the word taken now
+        m.d.comb += [self.i.ready.eq(~s1_valid | part_last),
+                     self.p_addr.eq(Mux(s1_valid & ~part_last,
+                                        (s1_entry << log_parts) | (part + 1),
+                                        (act.p_index + blk) << log_parts)),
                      self.r_addr.eq(r_blk + t)]
         m.d.sync += s1_valid.eq(take | (s1_valid & ~part_last))
         if parts > 1:
@@ -118,6 +126,7 @@ class Drain(wiring.Component):
         row_end = Mux(act.gemm, 1, beat.last)
         with m.If(take):
             m.d.sync += [s1_x.eq(beat.data), s1_addr.eq(o_blk + t), s1_row_ok.eq(t < act.m),
+                         s1_entry.eq(act.p_index + blk),
                          s1_n.eq(Mux(act.gemm, Mux(lanes_left > V, V, lanes_left), beat.count)),
                          s1_job.eq(act)]
             with m.If(row_end):
@@ -149,22 +158,23 @@ class Drain(wiring.Component):
         m.d.comb += [rq.i.valid.eq(s1_valid), rq.i.payload.wide.eq(s1_job.wide),
                      rq.i.payload.residual.eq(s1_job.residual), rq.i.payload.last.eq(0),
                      rq.o.ready.eq(1)]
-        # the parameter and residual words are read for the word's first part; later parts use
-        # copies kept from then (the read addresses may move on to the next job meanwhile)
-        p_kept, r_kept = Signal.like(self.p_data), Signal.like(self.r_data)
+        # the residual word is read for the word's first part; later parts use a copy kept from
+        # then (the read address may move on to the next job meanwhile)
+        r_kept = Signal.like(self.r_data)
         if parts > 1:
             with m.If(part == 0):
-                m.d.sync += [p_kept.eq(self.p_data), r_kept.eq(self.r_data)]
+                m.d.sync += r_kept.eq(self.r_data)
+        for lane in range(R):
+            ln, prm = rq.i.payload.lane[lane], self.p_data[lane]
+            m.d.comb += [ln.b.eq(prm.b), ln.m.eq(prm.m), ln.e.eq(prm.e), ln.c.eq(prm.c),
+                         ln.rm.eq(s1_job.rm), ln.re.eq(s1_job.re)]
         with m.Switch(part):
             for k in range(parts):
                 with m.Case(k):
-                    prms, res = (self.p_data, self.r_data) if k == 0 else (p_kept, r_kept)
+                    res = self.r_data if k == 0 else r_kept
                     for lane in range(R):
                         ln, e = rq.i.payload.lane[lane], k * R + lane
-                        prm = prms[e]
-                        m.d.comb += [ln.x.eq(s1_x[e]), ln.b.eq(prm.b), ln.m.eq(prm.m),
-                                     ln.e.eq(prm.e), ln.c.eq(prm.c), ln.r.eq(res[e]),
-                                     ln.rm.eq(s1_job.rm), ln.re.eq(s1_job.re)]
+                        m.d.comb += [ln.x.eq(s1_x[e]), ln.r.eq(res[e])]
         # the write position travels beside the requantiser (which never stalls)
         side = [(s1_valid, s1_addr, s1_n, s1_row_ok, s1_job.o_lane, part)]
         for k in range(LATENCY):

@@ -67,9 +67,12 @@ instr_layout = data.StructLayout({
 
 
 def ptab_lane_layout(mbits: int) -> data.StructLayout:
-    """One output channel's requantisation: ``y = round((x + b) * m + (c << (e - 16)), e)``."""
-    return data.StructLayout({"m": signed(mbits + 1), "e": unsigned(6), "b": signed(32),
-                              "c": signed(32)})
+    """One output channel's requantisation: ``y = round((x + b) * m + (c << (e - 16)), e)``,
+    padded to whole host words (the accelerator stores an entry's lanes in groups, one group per
+    requantiser pass, each written by the host word by word)."""
+    fields = {"m": signed(mbits + 1), "e": unsigned(6), "b": signed(32), "c": signed(32)}
+    used = sum(shape.width for shape in fields.values())
+    return data.StructLayout({**fields, "pad": unsigned(-used % WORD_BITS)})
 
 
 class Target(enum.Enum, shape=4):

@@ -109,15 +109,18 @@ class Accelerator(wiring.Component):
         m.submodules.spad = spad = memory.Memory(shape=spad_layout(cfg), depth=sz.spad, init=[])
         spad_w = spad.write_port(granularity=1)     # one enable per element
         spad_ra, spad_rb, spad_rr = (spad.read_port() for _ in range(3))
-        # the tables are written by the host one 32-bit word (slice) at a time
+        # the tables are written by the host one 32-bit word (slice) at a time; a requantiser
+        # entry is stored as V / R rows of R lanes, one per pass of the drain's requantisers
         tables = {}
-        for t, layout, depth in ((Target.IMEM, instr_layout, sz.imem),
-                                 (Target.PTAB, ptab_layout(cfg), sz.ptab),
-                                 (Target.VTAB, vtab_layout(cfg), sz.vtab)):
-            mem = memory.Memory(shape=words_for(layout.size) * WORD_BITS, depth=depth, init=[])
+        for t, layout, depth, rows in ((Target.IMEM, instr_layout, sz.imem, 1),
+                                       (Target.PTAB, ptab_layout(cfg), sz.ptab,
+                                        V // cfg.requant_lanes),
+                                       (Target.VTAB, vtab_layout(cfg), sz.vtab, 1)):
+            row_words = words_for(layout.size) // rows
+            mem = memory.Memory(shape=row_words * WORD_BITS, depth=depth * rows, init=[])
             m.submodules[t.name.lower()] = mem
-            tables[t] = (mem.write_port(granularity=WORD_BITS), mem.read_port())
-        (imem_w, imem_r), (ptab_w, ptab_r), (vtab_w, vtab_r) = tables.values()
+            tables[t] = (mem.write_port(granularity=WORD_BITS), mem.read_port(), rows)
+        (imem_w, imem_r, _), (ptab_w, ptab_r, _), (vtab_w, vtab_r, _) = tables.values()
 
         # ---- blocks --------------------------------------------------------------------------
         smx, gelu, ln = self._units()
@@ -142,9 +145,18 @@ class Accelerator(wiring.Component):
                      host.stop_pc.eq(ctrl.stop_pc)]
         m.d.comb += [host.perf[n].eq(getattr(ctrl, f"perf_{name}"))
                      for n, name in enumerate(PERF_COUNTERS)]
-        for t, (w, _) in tables.items():
-            m.d.comb += [w.addr.eq(host.w_addr), w.data.eq(host.w_data.replicate(len(w.en))),
-                         w.en.eq(host.wen(t))]
+        for t, (w, _, rows) in tables.items():
+            # host word k of an entry: row k // row_words of the entry, slice k % row_words
+            row_words, wen = len(w.en), host.wen(t)
+            groups = [wen[r * row_words:(r + 1) * row_words] for r in range(rows)]
+            row = Signal(range(rows), name=f"{t.name.lower()}_row")
+            slice_en = groups[0]
+            for r, g in enumerate(groups[1:], 1):
+                with m.If(g.any()):
+                    m.d.comb += row.eq(r)
+                slice_en = slice_en | g
+            m.d.comb += [w.addr.eq((host.w_addr << (rows.bit_length() - 1)) | row),
+                         w.data.eq(host.w_data.replicate(row_words)), w.en.eq(slice_en)]
         m.d.comb += [imem_r.addr.eq(ctrl.i_addr), imem_r.en.eq(ctrl.i_en),
                      ctrl.i_data.eq(imem_r.data[:instr_layout.size])]
         m.d.comb += [vtab_r.addr.eq(ctrl.v_addr), vtab_r.en.eq(ctrl.v_en)]
@@ -198,7 +210,7 @@ class Accelerator(wiring.Component):
         m.d.comb += [spad_rr.addr.eq(drain.r_addr), spad_rr.en.eq(1),
                      drain.r_data.eq(spad_rr.data)]
         m.d.comb += [ptab_r.addr.eq(drain.p_addr), ptab_r.en.eq(1),
-                     drain.p_data.eq(ptab_r.data[:ptab_layout(cfg).size])]
+                     drain.p_data.eq(ptab_r.data)]
         with m.If(running):
             m.d.comb += [spad_w.addr.eq(drain.w_addr), spad_w.data.eq(drain.w_data),
                          spad_w.en.eq(drain.w_en)]
