@@ -61,10 +61,11 @@ BOARDS = {b.name: b for b in (
 EBR_BITS = {"ecp5": 18 * 1024, "ice40": 4 * 1024}
 # a lower bound on the LUT4s outside the array: fixed (controller, link, host interface), per word
 # element (transposers, readers, drain), per requantiser lane and per vector lane (Shiftmax, GELU,
-# LayerNorm) — about 85 % of a fit to whole-accelerator synthesis on ECP5 (8x8 with 2 lanes 40.6k,
-# 16x16 with 2 lanes 101.1k, 8x8 with 8 lanes 66.9k; 8x8 with 2 requantisers instead of 8: 6.3k
-# fewer); the estimate only refuses what clearly cannot fit, synthesis gives the exact count
-CORE_LUTS, LUTS_PER_WORD_ELEMENT, LUTS_PER_REQUANT_LANE, LUTS_PER_LANE = 14_000, 250, 1_050, 2_300
+# LayerNorm), fitted to whole-accelerator synthesis on ECP5 (8x8 with 2 lanes 40.6k, 16x16 with 2
+# lanes 101.1k, 8x8 with 8 lanes 66.9k; 8x8 with 2 requantisers instead of 8: 6.3k fewer; write-only
+# tables: 4.6k fewer, the 8x8 board preset 34.6k, 16x16 with 2 requantisers 70.4k); the estimate
+# only refuses what clearly cannot fit, synthesis gives the exact count
+CORE_LUTS, LUTS_PER_WORD_ELEMENT, LUTS_PER_REQUANT_LANE, LUTS_PER_LANE = 9_000, 250, 1_050, 2_300
 SMALL_PRODUCTS_TO_LUTS = f"{KEEP_REPLICAS}; booth t:$mul r:A_WIDTH<=16 %i r:B_WIDTH<=16 %i"
 
 
@@ -92,14 +93,14 @@ def _ebr_blocks(family: str, depth: int, width: int) -> int:
 
 def estimate(cfg: AcceleratorConfig, sizes, link: LinkParams) -> dict:
     """LUTs (a lower bound), DSPs and block RAMs the design needs, before synthesis."""
-    from hw.isa import instr_layout
-    from hw.scratchpad import ptab_layout, spad_layout, vtab_layout
+    from hw.scratchpad import spad_layout, table_geometry
 
     fam = cfg.dev.family
-    mems = [(sizes.spad, spad_layout(cfg).size, 3), (sizes.imem, instr_layout.size, 1),
-            (sizes.ptab, ptab_layout(cfg).size, 1), (sizes.vtab, vtab_layout(cfg).size, 1),
-            (link.buffer // 4, 32, 1)]
-    brams = sum(ports * _ebr_blocks(fam, d, w) for d, w, ports in mems if d * w >= 2048)
+    mems = [(sizes.spad, spad_layout(cfg).size, 3), (link.buffer // 4, 32, 1)]
+    mems += [(depth, bits, 1) for _, depth, bits in table_geometry(cfg, sizes).values()]
+    # on ECP5 yosys puts memories of up to 16 entries into LUT RAM
+    brams = sum(ports * _ebr_blocks(fam, d, w) for d, w, ports in mems
+                if d * w >= 2048 and not (fam == "ecp5" and d <= 16))
     return {"dsp": cfg.dsp_products + cfg.requant_dsps + cfg.vector_dsps, "bram": brams,
             "lut": (cfg.array_luts + CORE_LUTS + LUTS_PER_WORD_ELEMENT * cfg.cols
                     + LUTS_PER_REQUANT_LANE * cfg.requant_lanes + LUTS_PER_LANE * cfg.lanes)}
@@ -118,7 +119,8 @@ def check_estimate(board: Board, cfg: AcceleratorConfig, sizes, link: LinkParams
     if over:
         raise ConfigError(f"{cfg.name} does not fit {board.name} ({cfg.device}): needs "
                           + ", ".join(over) + " (estimate before synthesis; try a smaller "
-                          "--array, fewer --row-units, --lanes or --requant-lanes)")
+                          "--array, fewer --row-units, --lanes or --requant-lanes, or "
+                          "--array-dsps -1 to put array products in DSP blocks)")
     return need
 
 

@@ -6,6 +6,10 @@ The scratchpad is one ``lib.memory.Memory`` of ``V``-element words (``V = cols``
 width) with a write port (element enables) and three synchronous read ports — operand A / row
 reader / host, operand B, residual — so the array, the vector units and the requantiser are each
 fed every cycle (synthesis replicates the storage per read port).
+
+The tables (instructions, requantiser and vector-unit parameters) are written by the host one
+32-bit word at a time into slices of their rows (:func:`table_geometry`); a requantiser entry is
+``V / R`` rows of ``R = requant_lanes`` lanes, one per pass of the drain's requantisers.
 """
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ from . import gelu as gelu_hw
 from . import shiftgelu as shiftgelu_hw
 from . import softmax as softmax_hw
 from .config import AcceleratorConfig, ConfigError
-from .isa import ELEM_BITS, ptab_lane_layout
+from .isa import ELEM_BITS, WORD_BITS, Target, instr_layout, ptab_lane_layout, words_for
 from .link import LinkParams
 
-__all__ = ["Sizes", "spad_layout", "ptab_layout", "vtab_layout", "hello_words", "check_core",
+__all__ = ["Sizes", "spad_layout", "ptab_layout", "vtab_layout", "table_geometry", "hello_words",
+           "check_core",
            "HELLO_MAGIC", "HELLO_FIELDS", "LINK_FIELDS", "PROTOCOL_VERSION"]
 
 HELLO_MAGIC = 0x44594144        # "DYAD"
@@ -51,6 +56,17 @@ def spad_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
 
 def ptab_layout(cfg: AcceleratorConfig) -> data.ArrayLayout:
     return data.ArrayLayout(ptab_lane_layout(cfg.mbits), cfg.cols)
+
+
+def table_geometry(cfg: AcceleratorConfig, sizes: Sizes) -> dict:
+    """Per table :class:`~hw.isa.Target`: ``(rows per entry, memory depth, row bits)``."""
+    out = {}
+    for t, layout, depth, rows in ((Target.IMEM, instr_layout, sizes.imem, 1),
+                                   (Target.PTAB, ptab_layout(cfg), sizes.ptab,
+                                    cfg.cols // cfg.requant_lanes),
+                                   (Target.VTAB, vtab_layout(cfg), sizes.vtab, 1)):
+        out[t] = (rows, depth * rows, words_for(layout.size) // rows * WORD_BITS)
+    return out
 
 
 def gelu_params_layout(cfg: AcceleratorConfig):

@@ -53,6 +53,7 @@ from .scratchpad import (
     hello_words,
     ptab_layout,
     spad_layout,
+    table_geometry,
     vtab_layout,
 )
 from .shiftgelu import ShiftGelu
@@ -112,12 +113,8 @@ class Accelerator(wiring.Component):
         # the tables are written by the host one 32-bit word (slice) at a time; a requantiser
         # entry is stored as V / R rows of R lanes, one per pass of the drain's requantisers
         tables = {}
-        for t, layout, depth, rows in ((Target.IMEM, instr_layout, sz.imem, 1),
-                                       (Target.PTAB, ptab_layout(cfg), sz.ptab,
-                                        V // cfg.requant_lanes),
-                                       (Target.VTAB, vtab_layout(cfg), sz.vtab, 1)):
-            row_words = words_for(layout.size) // rows
-            mem = memory.Memory(shape=row_words * WORD_BITS, depth=depth * rows, init=[])
+        for t, (rows, depth, row_bits) in table_geometry(cfg, sz).items():
+            mem = memory.Memory(shape=row_bits, depth=depth, init=[])
             m.submodules[t.name.lower()] = mem
             tables[t] = (mem.write_port(granularity=WORD_BITS), mem.read_port(), rows)
         (imem_w, imem_r, _), (ptab_w, ptab_r, _), (vtab_w, vtab_r, _) = tables.values()

@@ -122,7 +122,7 @@ def test_board_synthesis_smoke(tmp_path):
 
 @pytest.mark.board
 @pytest.mark.parametrize("board,extra", [("ulx3s-85f", ["--array", "2x2"]),    # ~8 min
-                                         ("ulx3s-85f", [])])                  # hours
+                                         ("ulx3s-85f", [])])                  # ~10 min
 def test_board_bitstream(board, extra, tmp_path):
     """Opt-in (``-m board``): a bitstream that meets the board's core clock (a build that misses
     it exits non-zero and keeps only ``*.timing-failed``)."""
