@@ -3,6 +3,7 @@
 ::
 
    board clock pin ─► PLL (ecppll / icepll Verilog) ─► sync domain, reset until locked
+   (on ECP5 the synchronised reset is distributed on a global line through a DCCA)
    uart.rx pin ─► SerialAccelerator ─► uart.tx pin
    led 0: heartbeat (~1.5 Hz: the core clock runs), led 1: link busy, led 2: unit error,
    led 3: a byte arrived with a bad stop bit (wrong baud rate?) — as many as the board has
@@ -15,7 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth.build import ResourceError
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    Elaboratable,
+    Instance,
+    Module,
+    ResetSignal,
+    Signal,
+)
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
@@ -56,7 +65,17 @@ class BoardTop(Elaboratable):
                                                             f"o_{self.pll.clk_out}":
                                                                 ClockSignal("sync"),
                                                             "o_locked": locked})
-            m.submodules.reset = ResetSynchronizer(~locked, domain="sync")
+            if platform.family == "ecp5":
+                # the synchronised reset reaches every flip-flop of the core: through a clock
+                # buffer (DCCA) onto a global line, not across the fabric (19.7 ns of general
+                # routing from the synchroniser to the drain's registers at 8x8)
+                m.domains.reset_sync = ClockDomain("reset_sync")
+                m.d.comb += ClockSignal("reset_sync").eq(ClockSignal("sync"))
+                m.submodules.reset = ResetSynchronizer(~locked, domain="reset_sync")
+                m.submodules.reset_buf = Instance("DCCA", i_CLKI=ResetSignal("reset_sync"),
+                                                  i_CE=1, o_CLKO=ResetSignal("sync"))
+            else:
+                m.submodules.reset = ResetSynchronizer(~locked, domain="sync")
         platform.add_clock_constraint(cd_sync.clk, self.core_hz)
 
         m.submodules.core = core = self.core

@@ -13,12 +13,12 @@ their row (or column) block from one of the two loop counters (``use_outer``).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .isa import ADDR_BITS, DIM_BITS, ELEM_BITS
-from .pipeline import vector_layout
+from .pipeline import replicas, vector_layout
 
 __all__ = ["Transposer", "WordReader", "job_signature"]
 
@@ -146,35 +146,57 @@ class Transposer(wiring.Component):
             with m.Else():
                 m.d.sync += [blk.eq(base + (loops.next_block << log_v)), pos.eq(col),
                              left.eq(k)]
-        with m.If(wr_en):
+        # the returning word is registered first (the block RAM's output reaches a register of
+        # its own, not the banks' 2V^2 enables across the chip), then written into its bank row
+        word = Signal.like(self.data)
+        put_en, put_row, put_bank, put_done = Signal(), Signal(range(V)), Signal(), Signal()
+        m.d.sync += [word.eq(self.data), put_en.eq(wr_en), put_row.eq(wr_row),
+                     put_bank.eq(wr_bank), put_done.eq(wr_done)]
+        with m.If(put_en):
             for b in range(2):
                 for r in range(V):
-                    with m.If((wr_bank == b) & (wr_row == r)):
-                        m.d.sync += [banks[b][r][c].eq(self.data[c]) for c in range(V)]
-        with m.If(wr_done):
-            m.d.sync += Array(full)[wr_bank].eq(1)
+                    with m.If((put_bank == b) & (put_row == r)):
+                        m.d.sync += [banks[b][r][c].eq(word[c]) for c in range(V)]
+        with m.If(put_done):
+            m.d.sync += Array(full)[put_bank].eq(1)
 
         # ---- emitter -------------------------------------------------------------------------
+        # The column being emitted and the bank it is read from are registers, computed a cycle
+        # ahead and copied per row (each copy steers one row's 2V:1 element multiplexer), so no
+        # logic sits between a flip-flop and the multiplexers (the lo/idx/primed decode in front
+        # of them was the 8x8 board build's critical path). A bank's ``lo`` is written at least
+        # a cycle before the bank turns full, and ``column`` follows ``lo`` until the bank's
+        # first column is taken, so it is right when the bank becomes valid.
         rb = Signal()                       # bank being read
-        idx = Signal(range(V + 1))          # column being emitted
-        primed = Signal()                   # idx holds lo of the current bank
+        column = Signal(range(V))           # column being emitted
+        primed = Signal()                   # a column of the current bank has been taken
         cur_full = Array(full)[rb]
-        cur_hi, cur_lo = Array(hi)[rb], Array(lo)[rb]
-        column = Mux(primed, idx, cur_lo)
+        cur_hi = Array(hi)[rb]
         o = self.o
-        m.d.comb += [o.valid.eq(cur_full), o.payload.count.eq(V),
-                     o.payload.last.eq(Array(tile_last)[rb] & (column + 1 == cur_hi))]
-        for r in range(V):
-            m.d.comb += o.payload.data[r].eq(Array(Array(banks[b][r]) for b in range(2))[rb]
-                                             [column])
-        with m.If(o.valid & o.ready):
-            with m.If(column + 1 == cur_hi):
-                m.d.sync += [Array(full)[rb].eq(0), rb.eq(~rb), primed.eq(0)]
+        fire = o.valid & o.ready
+        end = column + 1 == cur_hi
+        rb_next, column_next = Signal(), Signal(range(V))
+        m.d.comb += [rb_next.eq(rb), column_next.eq(column)]
+        with m.If(fire):
+            with m.If(end):
+                m.d.comb += [rb_next.eq(~rb), column_next.eq(Array(lo)[~rb])]
+                m.d.sync += [Array(full)[rb].eq(0), primed.eq(0)]
             with m.Else():
-                m.d.sync += [idx.eq(column + 1), primed.eq(1)]
+                m.d.comb += column_next.eq(column + 1)
+                m.d.sync += primed.eq(1)
+        with m.Elif(~primed):
+            m.d.comb += column_next.eq(Array(lo)[rb])
         with m.If(self.start):
-            m.d.sync += [rb.eq(0), wb.eq(0), primed.eq(0), full[0].eq(0), full[1].eq(0)]
-        m.d.comb += self.busy.eq(~all_loaded | full[0] | full[1] | wr_en | started)
+            m.d.comb += rb_next.eq(0)
+        m.d.sync += [rb.eq(rb_next), column.eq(column_next)]
+        selects = replicas(m, Cat(column_next, rb_next), V, "tsel")
+        m.d.comb += [o.valid.eq(cur_full), o.payload.count.eq(V),
+                     o.payload.last.eq(Array(tile_last)[rb] & end)]
+        for r in range(V):
+            m.d.comb += o.payload.data[r].eq(Array(banks[0][r] + banks[1][r])[selects[r]])
+        with m.If(self.start):
+            m.d.sync += [wb.eq(0), primed.eq(0), full[0].eq(0), full[1].eq(0)]
+        m.d.comb += self.busy.eq(~all_loaded | full[0] | full[1] | wr_en | put_en | started)
         return m
 
 
@@ -188,7 +210,7 @@ class WordReader(wiring.Component):
     carries element ``(n + col) % V``; ``last`` on the tile's final word.
     """
 
-    DEPTH = 8           # covers the read + FIFO latency at one word per cycle
+    DEPTH = 8           # covers the read, its register and the FIFO latency at a word per cycle
 
     def __init__(self, lanes: int):
         if lanes & (lanes - 1):
@@ -226,12 +248,15 @@ class WordReader(wiring.Component):
             m.d.sync += [line.eq(base), offset.eq(0), active.eq(n_words != 0),
                          done.eq(n_words == 0)]
 
-        # credits: FIFO level plus the read in flight must leave room
-        inflight = Signal()
-        room = q.level + inflight < self.DEPTH
+        # credits: FIFO level plus the reads in flight (the read, then its word registered: the
+        # block RAM's output has a register to itself before the lane rotation) must leave room
+        inflight, arrived = Signal(), Signal()
+        room = q.level + inflight + arrived < self.DEPTH
         issue = Signal()
         m.d.comb += [issue.eq(active & room), self.en.eq(issue), self.addr.eq(line)]
-        m.d.sync += inflight.eq(issue)
+        m.d.sync += [inflight.eq(issue), arrived.eq(inflight)]
+        word = Signal.like(self.data)
+        m.d.sync += word.eq(self.data)
         meta_last, meta_count = Signal(), Signal(range(V + 1))
         tail = k - (j << log_v)
         with m.If(issue):
@@ -248,10 +273,12 @@ class WordReader(wiring.Component):
                 m.d.sync += [j.eq(j + 1), line.eq(line + Mux(row_mode, stride, 1))]
 
         beat = Signal(layout)
-        m.d.comb += [beat.last.eq(meta_last), beat.count.eq(meta_count)]
+        arrived_last, arrived_count = Signal(), Signal(range(V + 1))
+        m.d.sync += [arrived_last.eq(meta_last), arrived_count.eq(meta_count)]
+        m.d.comb += [beat.last.eq(arrived_last), beat.count.eq(arrived_count)]
         for n in range(V):
-            m.d.comb += beat.data[n].eq(Array(self.data)[(n + col)[:log_v]])
-        m.d.comb += [q.w_en.eq(inflight), q.w_data.eq(beat.as_value())]
+            m.d.comb += beat.data[n].eq(Array(word)[(n + col)[:log_v]])
+        m.d.comb += [q.w_en.eq(arrived), q.w_data.eq(beat.as_value())]
         m.d.comb += [self.o.valid.eq(q.r_rdy), self.o.payload.eq(q.r_data), q.r_en.eq(self.o.ready)]
-        m.d.comb += self.busy.eq(~done | inflight | q.r_rdy | started)
+        m.d.comb += self.busy.eq(~done | inflight | arrived | q.r_rdy | started)
         return m

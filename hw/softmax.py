@@ -222,13 +222,15 @@ class Shiftmax(wiring.Component):
         stage_copies(m, "recip", summed, scaled, self.recip_copies, reciprocal)
 
         # ---- out: p = e * f >> shift, streamed with the row's framing ---------------------------
-        shift = Signal(7)
+        # the shifts and the clamp limit are the layer's constants, registered (params settle
+        # long before a row's first exponential reaches this stage): no carry chain from the
+        # parameters in front of the shifters (the 8x8 board build's path on one seed)
+        shift, half_shift, limit = Signal(7), Signal(7), Signal(16)
         if self.mode == "ivit":
-            m.d.comb += shift.eq(32 - prm.out_bits)
+            m.d.sync += shift.eq(32 - prm.out_bits)
         else:
-            m.d.comb += shift.eq(prm.recip_bits + 1 - prm.out_bits)
-        limit = Signal(16)
-        m.d.comb += limit.eq((1 << (prm.out_bits - 1)[:5]) - 1)
+            m.d.sync += half_shift.eq(prm.recip_bits - prm.out_bits)
+        m.d.sync += limit.eq((1 << (prm.out_bits - 1)[:5]) - 1)
         replay = RowReplay(m, e_r, scaled, L, "replay")
         p = Pipeline(m, "out", platform)
         res = p.result(self.o)
@@ -241,7 +243,7 @@ class Shiftmax(wiring.Component):
         if self.mode == "ivit":
             outs = [p.stage((q >> shift)[:16], f"p{n}") for n, q in enumerate(ps)]
         else:
-            hs = [p.stage(q >> (shift - 1)[:7], f"half{n}") for n, q in enumerate(ps)]
+            hs = [p.stage(q >> half_shift, f"half{n}") for n, q in enumerate(ps)]
             rs = [p.stage((h + 1) >> 1, f"round{n}") for n, h in enumerate(hs)]
             outs = [p.stage(Mux(r > limit, limit, r)[:16], f"p{n}") for n, r in enumerate(rs)]
         depth = 1 + split_latency(self.e_bits, self.f_bits) + (1 if self.mode == "ivit" else 3)
