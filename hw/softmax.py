@@ -222,15 +222,19 @@ class Shiftmax(wiring.Component):
         stage_copies(m, "recip", summed, scaled, self.recip_copies, reciprocal)
 
         # ---- out: p = e * f >> shift, streamed with the row's framing ---------------------------
-        # the shifts and the clamp limit are the layer's constants, registered (params settle
-        # long before a row's first exponential reaches this stage): no carry chain from the
-        # parameters in front of the shifters (the 8x8 board build's path on one seed)
-        shift, half_shift, limit = Signal(7), Signal(7), Signal(16)
+        # the shift and the clamp limit are the layer's constants, registered (params settle
+        # long before a row's first exponential reaches this stage) with a copy per four lanes
+        # like f: no carry chain from the parameters in front of the shifters (the 8x8 board
+        # build's path on one seed), and no one register reaching every lane's shifter (16
+        # lanes out of context: 10.4 ns of routing)
+        copies = -(-L // LANES_PER_F)
         if self.mode == "ivit":
-            m.d.sync += shift.eq(32 - prm.out_bits)
-        else:
-            m.d.sync += half_shift.eq(prm.recip_bits - prm.out_bits)
-        m.d.sync += limit.eq((1 << (prm.out_bits - 1)[:5]) - 1)
+            shift = (32 - prm.out_bits)[:7]
+        else:                       # the rounding's half: one bit less than the final shift
+            shift = (prm.recip_bits - prm.out_bits)[:7]
+        shifts = replicas(m, shift, copies, "shift", reset_less=False)
+        limits = replicas(m, ((1 << (prm.out_bits - 1)[:5]) - 1)[:16], copies, "limit",
+                          reset_less=False)
         replay = RowReplay(m, e_r, scaled, L, "replay")
         p = Pipeline(m, "out", platform)
         res = p.result(self.o)
@@ -241,11 +245,14 @@ class Shiftmax(wiring.Component):
         ps = [split_product(p.product, p.stage, word[n * self.e_bits:(n + 1) * self.e_bits],
                             fs[n // LANES_PER_F], f"prod{n}") for n in range(L)]
         if self.mode == "ivit":
-            outs = [p.stage((q >> shift)[:16], f"p{n}") for n, q in enumerate(ps)]
+            outs = [p.stage((q >> shifts[n // LANES_PER_F])[:16], f"p{n}")
+                    for n, q in enumerate(ps)]
         else:
-            hs = [p.stage(q >> half_shift, f"half{n}") for n, q in enumerate(ps)]
+            hs = [p.stage(q >> shifts[n // LANES_PER_F], f"half{n}") for n, q in enumerate(ps)]
             rs = [p.stage((h + 1) >> 1, f"round{n}") for n, h in enumerate(hs)]
-            outs = [p.stage(Mux(r > limit, limit, r)[:16], f"p{n}") for n, r in enumerate(rs)]
+            outs = [p.stage(Mux(r > lim, lim, r)[:16], f"p{n}")
+                    for n, (r, lim) in enumerate(zip(rs, (limits[k // LANES_PER_F]
+                                                          for k in range(L))))]
         depth = 1 + split_latency(self.e_bits, self.f_bits) + (1 if self.mode == "ivit" else 3)
         framed = p.delay(Cat(replay.o.payload.count, replay.o.payload.last), depth, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
