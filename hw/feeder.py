@@ -18,7 +18,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .isa import ADDR_BITS, DIM_BITS, ELEM_BITS
-from .pipeline import replicas, vector_layout
+from .pipeline import register, replicas, vector_layout
 
 __all__ = ["Transposer", "WordReader", "job_signature"]
 
@@ -148,9 +148,9 @@ class Transposer(wiring.Component):
                              left.eq(k)]
         # the returning word is registered first (the block RAM's output reaches a register of
         # its own, not the banks' 2V^2 enables across the chip), then written into its bank row
-        word = Signal.like(self.data)
+        word = register(m, self.data, "word")
         put_en, put_row, put_bank, put_done = Signal(), Signal(range(V)), Signal(), Signal()
-        m.d.sync += [word.eq(self.data), put_en.eq(wr_en), put_row.eq(wr_row),
+        m.d.sync += [put_en.eq(wr_en), put_row.eq(wr_row),
                      put_bank.eq(wr_bank), put_done.eq(wr_done)]
         with m.If(put_en):
             for b in range(2):
@@ -255,8 +255,7 @@ class WordReader(wiring.Component):
         issue = Signal()
         m.d.comb += [issue.eq(active & room), self.en.eq(issue), self.addr.eq(line)]
         m.d.sync += [inflight.eq(issue), arrived.eq(inflight)]
-        word = Signal.like(self.data)
-        m.d.sync += word.eq(self.data)
+        word = register(m, self.data, "word")
         meta_last, meta_count = Signal(), Signal(range(V + 1))
         tail = k - (j << log_v)
         with m.If(issue):

@@ -250,9 +250,9 @@ class Shiftmax(wiring.Component):
         else:
             hs = [p.stage(q >> shifts[n // LANES_PER_F], f"half{n}") for n, q in enumerate(ps)]
             rs = [p.stage((h + 1) >> 1, f"round{n}") for n, h in enumerate(hs)]
+            lims = [limits[n // LANES_PER_F] for n in range(L)]
             outs = [p.stage(Mux(r > lim, lim, r)[:16], f"p{n}")
-                    for n, (r, lim) in enumerate(zip(rs, (limits[k // LANES_PER_F]
-                                                          for k in range(L))))]
+                    for n, (r, lim) in enumerate(zip(rs, lims))]
         depth = 1 + split_latency(self.e_bits, self.f_bits) + (1 if self.mode == "ivit" else 3)
         framed = p.delay(Cat(replay.o.payload.count, replay.o.payload.last), depth, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
