@@ -18,6 +18,7 @@ from amaranth.lib import data, wiring
 from hw.config import AcceleratorConfig
 from hw.dsp import Target
 from hw.gelu import GeluUnit
+from hw.harness import TimingHarness
 from hw.layernorm import LayerNorm
 from hw.requant import Requantizer
 from hw.scratchpad import Sizes, hello_words
@@ -26,7 +27,7 @@ from hw.softmax import Shiftmax
 from hw.systolic import SystolicArray
 from hw.top import Accelerator
 
-__all__ = ["UNITS", "build", "layout_json", "BuiltUnit", "write_host_json"]
+__all__ = ["UNITS", "build", "layout_json", "BuiltUnit", "write_host_json", "write_timed_unit"]
 
 
 def _gelu(cfg: AcceleratorConfig):
@@ -102,6 +103,17 @@ def _write_unit(cfg: AcceleratorConfig, unit: str, out: Path) -> dict:
     return {"top": top, "verilog": f"{top}.v", "rtlil": f"{top}.il",
             "ports": ports_json(component), "kib": len(v) // 1024,
             "seconds": round(time.perf_counter() - t, 2)}
+
+
+def write_timed_unit(cfg: AcceleratorConfig, unit: str, out: Path) -> tuple[str, int]:
+    """``<name>_<unit>_timed.v``: the unit inside a :class:`hw.harness.TimingHarness` (every port
+    registered, so out-of-context place and route times every path). Returns the top module's
+    name and the number of harness flip-flops."""
+    harness = TimingHarness(UNITS[unit](cfg))
+    top = f"{cfg.name}_{unit}_timed"
+    _, v = _convert(harness, top, cfg)
+    (Path(out) / f"{top}.v").write_text(v)
+    return top, harness.port_bits
 
 
 def _write_accelerator(cfg: AcceleratorConfig, sizes: Sizes, out: Path) -> dict:

