@@ -81,8 +81,8 @@ class Transposer(wiring.Component):
     holding column ``col`` (``col < V``)."""
 
     def __init__(self, lanes: int):
-        if lanes & (lanes - 1):
-            raise ValueError(f"lanes must be a power of two, not {lanes}")
+        if lanes < 2 or lanes & (lanes - 1):
+            raise ValueError(f"lanes must be a power of two >= 2, not {lanes}")
         self.lanes = lanes
         super().__init__(job_signature(lanes))
 
@@ -110,8 +110,13 @@ class Transposer(wiring.Component):
         row = Signal(range(V))
         wb = Signal()                       # bank being written
         loading, all_loaded = Signal(), Signal(init=1)
+        # the block's column count, and whether it ends the tile, are registers that follow
+        # ``left`` and ``pos`` a cycle later (a compare, then ``left - n_cols`` and the next tile's
+        # address in one cycle was the 8x8 board build's path on two seeds): they are read at
+        # the block's last row, at least V >= 2 cycles after ``left`` and ``pos`` change
         n_cols = Signal(range(V + 1))
-        m.d.comb += n_cols.eq(Mux(left < V - pos, left, V - pos))
+        ends_tile = Signal()
+        m.d.sync += [n_cols.eq(Mux(left < V - pos, left, V - pos)), ends_tile.eq(left <= V - pos)]
 
         tile_base = base + (loops.block << log_v)
         with m.If(self.start):
@@ -133,9 +138,9 @@ class Transposer(wiring.Component):
             with m.If(row == V - 1):
                 m.d.sync += [row.eq(0), wr_done.eq(1), wb.eq(~wb),
                              Array(lo)[wb].eq(pos), Array(hi)[wb].eq(pos + n_cols),
-                             Array(tile_last)[wb].eq(left == n_cols),
+                             Array(tile_last)[wb].eq(ends_tile),
                              left.eq(left - n_cols), pos.eq(0), blk.eq(blk + stride)]
-                with m.If(left == n_cols):
+                with m.If(ends_tile):
                     m.d.comb += next_tile.eq(1)
             with m.Else():
                 m.d.sync += row.eq(row + 1)

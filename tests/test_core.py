@@ -108,19 +108,19 @@ TINY_SPEC = TransformerSpec(kind="vit", dim=8, heads=2, depth=1, mlp_dim=16, num
                             image_size=4, patch_size=2, channels=1)
 
 
-@pytest.mark.parametrize("mode, lanes, requant_lanes", [
-    ("dyad", 4, 4), ("ivit", 4, 4), ("dyad", 2, 4), ("ivit", 1, 4), ("dyad", 4, 1),
-    ("ivit", 2, 2)])
-def test_accelerator_amaranth_sim(mode, lanes, requant_lanes):
-    """A 4x4 accelerator runs a tiny ViT end to end through its host word stream (vector units and
-    requantisers as wide as the array, or narrower: behind the lane gearboxes, or taking each
-    word in parts)."""
+@pytest.mark.parametrize("size, mode, lanes, requant_lanes", [
+    (4, "dyad", 4, 4), (4, "ivit", 4, 4), (4, "dyad", 2, 4), (4, "ivit", 1, 4), (4, "dyad", 4, 1),
+    (4, "ivit", 2, 2), (2, "dyad", 2, 2), (2, "ivit", 1, 1)])
+def test_accelerator_amaranth_sim(size, mode, lanes, requant_lanes):
+    """A 4x4 (and the smallest, 2x2) accelerator runs a tiny ViT end to end through its host word
+    stream (vector units and requantisers as wide as the array, or narrower: behind the lane
+    gearboxes, or taking each word in parts)."""
     from amaranth.sim import Simulator
 
     images = np.random.default_rng(0).random((64, 1, 4, 4)).astype(np.float32)
     im = quantize_model(TINY_SPEC, init_params(TINY_SPEC, seed=1), images, mode=mode,
                         policy=ActPolicy({"probs": 8}))
-    cfg = core_config(4, mode, device="ecp5-25f", max_row=64, max_channels=64, lanes=lanes,
+    cfg = core_config(size, mode, device="ecp5-25f", max_row=64, max_channels=64, lanes=lanes,
                       requant_lanes=requant_lanes)
     prog = compile_model(im, cfg)
     X = golden.quantize_input(im, images[:2])
@@ -165,7 +165,7 @@ def test_accelerator_amaranth_sim(mode, lanes, requant_lanes):
         assert perf["status"] == reply[0] and perf["uptime"] > perf["cycles"] > 0
         assert perf["retired"] == len(prog.instrs)
         assert perf["array_beats"] == sum(
-            -(-i.fields["m"] // 4) * -(-i.fields["n"] // 4) * i.fields["k"]
+            -(-i.fields["m"] // cfg.rows) * -(-i.fields["n"] // cfg.cols) * i.fields["k"]
             for i in prog.instrs if i.fields["op"].name == "GEMM")
 
 
