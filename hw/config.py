@@ -11,7 +11,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["AcceleratorConfig", "Device", "DEVICES", "PRESETS", "ConfigError"]
+__all__ = ["AcceleratorConfig", "Device", "DEVICES", "PRESETS", "PE_KINDS", "ConfigError"]
 
 
 class ConfigError(ValueError):
@@ -36,6 +36,7 @@ DEVICES = {d.name: d for d in (
 )}
 
 DATAFLOWS = ("os",)
+PE_KINDS = ("mac", "fip")
 # LUT4s per LUT-multiplier partial-product bit and per accumulator bit of a PE (accumulator, shadow,
 # read-out mux), measured on ECP5 (8x8 array post-route: 91 LUTs per PE; an 8x8 Booth LUT
 # multiplier synthesises to 115 LUT4 + 20 CCU2C), and the fraction of the device the generator is
@@ -75,6 +76,10 @@ class AcceleratorConfig:
     max_channels : largest LayerNorm width C.
     row_units : copies of each row unit (Shiftmax, LayerNorm, ShiftGELU) working on consecutive
         rows at once (their per-row reciprocal and root latency overlaps).
+    pe : the processing element (:mod:`hw.systolic`): ``"mac"``, one multiply-accumulate per
+        beat; ``"fip"``, the fast inner product: two beats per product ``(a0 + b1)(a1 + b0)``,
+        one multiplier per two PEs, and per-row / per-column correction terms, so the array
+        needs about half the multipliers for the same throughput.
     array_dsps : at most this many array products in DSP blocks (default ``-1``: every DSP the
         requantizers and vector units leave; ``0``: all in LUT multipliers, which routed with far
         less congestion on the ULX3S-85F).
@@ -94,6 +99,7 @@ class AcceleratorConfig:
     max_row: int = 256
     max_channels: int = 1024
     row_units: int = 2
+    pe: str = "mac"
     array_dsps: int = -1
     name: str = ""
 
@@ -112,6 +118,7 @@ class AcceleratorConfig:
         need(self.abits in (8, 16), "abits", "activation bits must be 8 or 16")
         need(self.kmax <= 1 << 20, "kmax", "must be <= 2^20")
         need(self.dataflow in DATAFLOWS, "dataflow", f"must be one of {DATAFLOWS}")
+        need(self.pe in PE_KINDS, "pe", f"must be one of {PE_KINDS}")
         need(isinstance(self.mbits, int) and 8 <= self.mbits <= 31, "mbits",
              "must be an integer in [8, 31]")
         need(self.device in DEVICES, "device", f"unknown device; known: {', '.join(DEVICES)}")
@@ -141,8 +148,9 @@ class AcceleratorConfig:
              f"({2 * self.rows})")
         if not self.name:
             object.__setattr__(self, "name", f"dyad_{self.rows}x{self.cols}_w{self.wbits}"
-                                             f"a{self.abits}" + ("_ivit" if self.mode == "ivit"
-                                                                 else ""))
+                                             f"a{self.abits}"
+                                             + ("_ivit" if self.mode == "ivit" else "")
+                                             + ("_fip" if self.pe == "fip" else ""))
         need(self.name.isidentifier(), "name", "must be an identifier")
         self._check_fit()
 
@@ -180,19 +188,31 @@ class AcceleratorConfig:
                              for unit, (per_lane, fixed) in VECTOR_DSPS.items()))
 
     @property
+    def array_multipliers(self) -> int:
+        """Multipliers of the array: one per PE (``mac``); with ``fip`` one per two PEs of a row
+        and one per two rows and per two columns for the correction terms."""
+        if self.pe == "mac":
+            return self.pes
+        return self.rows * -(-self.cols // 2) + -(-self.rows // 2) + -(-self.cols // 2)
+
+    @property
     def dsp_products(self) -> int:
-        """How many PEs get a hardware multiplier (what the requantizers and the vector units
-        leave, at most ``array_dsps``); the rest use LUT multipliers."""
+        """How many array multipliers are hardware multipliers (what the requantizers and the
+        vector units leave, at most ``array_dsps``); the rest are LUT multipliers."""
         left = max(0, self.dev.dsps - self.requant_dsps - self.vector_dsps)
-        return min(self.pes, left, self.array_dsps if self.array_dsps >= 0 else left)
+        return min(self.array_multipliers, left,
+                   self.array_dsps if self.array_dsps >= 0 else left)
 
     @property
     def lut_products(self) -> int:
-        return self.pes - self.dsp_products
+        return self.array_multipliers - self.dsp_products
 
     @property
     def lut_multiplier_luts(self) -> int:
-        """Estimated LUT4s of one LUT multiplier (partial products + adder tree)."""
+        """Estimated LUT4s of one LUT multiplier (partial products + adder tree); a ``fip``
+        product's operands are sums, a bit wider than ``a`` and ``b``."""
+        if self.pe == "fip":
+            return math.ceil((max(self.wbits, self.abits) + 1) ** 2 * LUTS_PER_PP_BIT)
         return math.ceil(self.wbits * self.abits * LUTS_PER_PP_BIT)
 
     @property
@@ -201,9 +221,10 @@ class AcceleratorConfig:
         Tiles with ``K >= tile_spacing`` stream back to back without bubbles."""
         return max(self.rows, self.cols)
 
-    def pe_uses_dsp(self, row: int, col: int) -> bool:
-        """DSPs go to the first ``dsp_products`` PEs in row-major order."""
-        return row * self.cols + col < self.dsp_products
+    def multiplier_uses_dsp(self, index: int) -> bool:
+        """DSPs go to the first ``dsp_products`` array multipliers (:mod:`hw.systolic` numbers
+        them: the PEs' in row-major order, then the corrections')."""
+        return index < self.dsp_products
 
     @property
     def array_luts(self) -> int:
@@ -216,7 +237,8 @@ class AcceleratorConfig:
         have = int(self.dev.luts * LUT_FILL)
         if need_luts > have:
             raise ConfigError(
-                f"array {self.rows}x{self.cols} does not fit {self.device}: {self.pes} products, "
+                f"array {self.rows}x{self.cols} does not fit {self.device}: "
+                f"{self.array_multipliers} multipliers, "
                 f"{self.dsp_products} in DSPs ({self.dev.dsps} available, {self.requant_dsps} "
                 f"for requantizers), {self.lut_products} in "
                 f"LUT multipliers; the array needs ~{need_luts} LUTs of {have} usable "
@@ -231,6 +253,7 @@ class AcceleratorConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["derived"] = {"acc_bits": self.acc_bits, "pes": self.pes,
+                        "array_multipliers": self.array_multipliers,
                         "requant_dsps": self.requant_dsps, "vector_dsps": self.vector_dsps,
                         "dsp_products": self.dsp_products, "lut_products": self.lut_products,
                         "tile_spacing": self.tile_spacing}

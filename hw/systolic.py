@@ -37,6 +37,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import validating
 from .config import AcceleratorConfig
 from .multiplier import LATENCY, PipelinedMultiplier
+from .pipeline import register, wire
 
 __all__ = ["SystolicArray", "a_layout", "b_layout", "o_layout"]
 
@@ -84,6 +85,89 @@ class SystolicArray(wiring.Component):
     def config(self) -> AcceleratorConfig:
         return self._cfg
 
+    @property
+    def _fip(self) -> bool:
+        return self._cfg.pe == "fip"
+
+    def _multiply(self, m: Module, a, b, index: int, name: str):
+        """Array multiplier number ``index`` (which decides DSP or LUTs): ``a * b`` after
+        ``LATENCY`` cycles."""
+        m.submodules[name] = mul = PipelinedMultiplier(
+            a, b, use_dsp=self._cfg.multiplier_uses_dsp(index))
+        return mul.p
+
+    def _shared(self, m: Module, users, index: int, name: str):
+        """One product per user ``(go, x, y)``, two users per multiplier (numbered from
+        ``index``): users 2n and 2n + 1 sit one cycle apart on the skew, so their ``go`` (an odd
+        beat) are never high together; the multiplier takes the operands of the one that is."""
+        products = []
+        for n in range(0, len(users), 2):
+            pair = users[n:n + 2]
+            (go, x, y), (_, x1, y1) = pair[0], pair[-1]
+            xs = wire(m, Mux(go, x, x1) if len(pair) == 2 else x, f"{name}{n // 2}_x")
+            ys = wire(m, Mux(go, y, y1) if len(pair) == 2 else y, f"{name}{n // 2}_y")
+            products += [self._multiply(m, xs, ys, index + n // 2, f"{name}{n // 2}")] * len(pair)
+        return products
+
+    def _fip_products(self, m: Module, a_reg, b_reg, taps):
+        """The fast inner product (Pogue & Nicolici, "Fast Inner-Product Algorithms and
+        Architectures for Deep Neural Network Accelerators"): over the pairs of a tile's beats,
+        ``sum a_k b_k = sum (a0 + b1)(a1 + b0) - sum a0 a1 - sum b0 b1``. Each PE keeps the even
+        beat's operands and makes its product on the odd beat, two PEs of a row per multiplier;
+        the row terms ``alpha_i = sum a0 a1`` come from column 0's operand registers (two rows
+        per multiplier) and the column terms ``beta_j = sum b0 b1`` from row 0's (two columns
+        per multiplier). Returns the PEs', the rows' and the columns' shadow registers."""
+        cfg = self._cfg
+        R, C, bits = cfg.rows, cfg.cols, cfg.acc_bits
+        index = 0
+        shadow = []
+        for i in range(R):
+            users = []
+            for j in range(C):
+                f = taps[i + j + 1]
+                a0 = _held(m, a_reg[i][j], f, f"a0_{i}_{j}")
+                b0 = _held(m, b_reg[i][j], f, f"b0_{i}_{j}")
+                users.append((f.valid & f.odd, a0 + b_reg[i][j], a_reg[i][j] + b0))
+            products = self._shared(m, users, index, f"mul_{i}_")
+            index += -(-C // 2)
+            shadow.append([_accumulate(m, taps[i + j + 1 + LATENCY], products[j], bits,
+                                       f"{i}_{j}", odd_only=True) for j in range(C)])
+        terms = {}
+        for kind, regs in (("alpha", [a_reg[i][0] for i in range(R)]),
+                           ("beta", [b_reg[0][j] for j in range(C)])):
+            users = []
+            for n, reg in enumerate(regs):
+                f = taps[n + 1]
+                users.append((f.valid & f.odd, _held(m, reg, f, f"{kind}0_{n}"), reg))
+            products = self._shared(m, users, index, f"{kind}_mul")
+            index += -(-len(regs) // 2)
+            terms[kind] = [_accumulate(m, taps[n + 1 + LATENCY], p, bits, f"{kind}{n}",
+                                       odd_only=True) for n, p in enumerate(products)]
+        assert index == cfg.array_multipliers
+        return shadow, terms["alpha"], terms["beta"]
+
+    def _corrected(self, m: Module, shadow, alpha, beta, row_idx, reading):
+        """Row ``row_idx`` of the tile, ``shadow[i][j] - alpha[i] - beta[j]``: ``alpha[i]`` goes
+        through the read-out tree with its row, ``beta`` is copied when the read-out starts (the
+        next tile's terms may be written before its last row is read) and delayed beside the
+        tree; then two registered subtractions."""
+        cfg = self._cfg
+        bits = cfg.acc_bits
+        rows = [shadow[i] + [alpha[i]] for i in range(len(shadow))]
+        selected, idx, valid = _mux_tree(m, rows, row_idx, reading, bits)
+        beta_hold = [Signal(signed(bits), name=f"beta_hold{j}") for j in range(cfg.cols)]
+        with m.If(reading & (row_idx == 0)):
+            m.d.sync += [h.eq(b) for h, b in zip(beta_hold, beta)]
+        levels = _tree_levels(cfg.rows)
+        beta_d = [_delay(m, h, levels - 1, f"beta_d{j}") for j, h in enumerate(beta_hold)]
+        *values, row_alpha = selected
+        less_beta = [register(m, (v - b)[:bits].as_signed(), f"less_beta{j}")
+                     for j, (v, b) in enumerate(zip(values, beta_d))]
+        alpha_r = register(m, row_alpha, "row_alpha")
+        out = [register(m, (v - alpha_r)[:bits].as_signed(), f"corrected{j}")
+               for j, v in enumerate(less_beta)]
+        return out, _delay(m, idx, 2, "corr_idx"), _delay(m, valid, 2, "corr_valid")
+
     def elaborate(self, platform):
         cfg = self._cfg
         R, C = cfg.rows, cfg.cols
@@ -99,10 +183,11 @@ class SystolicArray(wiring.Component):
         in_tile = Signal()
         spacing = cfg.tile_spacing
         since_last = Signal(range(spacing + 1), init=spacing)
+        pad = Signal()          # fip: the zero beat that completes an odd-length tile's last pair
 
         start_ok = outstanding + R <= cfg.out_fifo_rows
         last_ok = since_last >= spacing - 1
-        allow = (in_tile | start_ok) & (~self.a.payload.last | last_ok)
+        allow = (in_tile | start_ok) & (~self.a.payload.last | last_ok) & ~pad
         fire = Signal()
         m.d.comb += [fire.eq(self.a.valid & self.b.valid & allow),
                      self.a.ready.eq(self.b.valid & allow),
@@ -112,49 +197,65 @@ class SystolicArray(wiring.Component):
         m.d.sync += outstanding.eq(outstanding + Mux(starting, R, 0) - popped)
         with m.If(fire):
             m.d.sync += in_tile.eq(~self.a.payload.last)
-        with m.If(fire & self.a.payload.last):
+        m.d.comb += self.busy.eq(in_tile | (outstanding != 0))
+
+        # ---- beat flags -----------------------------------------------------------------------
+        # ``fip``: a product takes a pair of beats (index 2p, 2p + 1 in the tile) and is made on
+        # the odd one, whose ``first`` marks the tile's first pair; a tile of odd length gets a
+        # zero beat after its last (``pad``), so every tile ends on an odd beat
+        flags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "odd": 1})
+        beat = Signal(flags)
+        if self._fip:
+            parity = Signal()               # the next beat's index in its tile is odd
+            pair0 = Signal(init=1)          # the next odd beat completes the tile's first pair
+            pad_first = Signal()
+            ends = fire & self.a.payload.last
+            m.d.sync += pad.eq(ends & ~parity)
+            with m.If(fire):
+                m.d.sync += parity.eq(~parity)
+                with m.If(parity):
+                    m.d.sync += pair0.eq(0)
+                with m.If(self.a.payload.last):
+                    m.d.sync += [parity.eq(0), pair0.eq(1), pad_first.eq(pair0)]
+            m.d.comb += [beat.valid.eq(fire | pad), beat.odd.eq(pad | parity),
+                         beat.first.eq(Mux(pad, pad_first, parity & pair0)),
+                         beat.last.eq(pad | (ends & parity))]
+        else:
+            m.d.comb += [beat.valid.eq(fire), beat.first.eq(starting),
+                         beat.last.eq(fire & self.a.payload.last)]
+        with m.If(beat.last):
             m.d.sync += since_last.eq(0)
         with m.Elif(since_last < spacing):
             m.d.sync += since_last.eq(since_last + 1)
-        m.d.comb += self.busy.eq(in_tile | (outstanding != 0))
 
         # ---- skew: row i of A delayed i cycles, column j of B j cycles --------------------------
         # Beat flags are the same for every PE on an anti-diagonal (PE(i, j) sees beat k at
         # k + i + j + 1), so one shared delay line, tapped at i + j, replaces per-PE flag registers.
-        flags = data.StructLayout({"valid": 1, "first": 1, "last": 1})
-        beat = Signal(flags)
-        m.d.comb += [beat.valid.eq(fire), beat.first.eq(starting),
-                     beat.last.eq(fire & self.a.payload.last)]
         flag_taps = [beat]
         for n in range(R + C + LATENCY):
             tap = Signal(flags, name=f"flags_d{n}")
             m.d.sync += tap.eq(flag_taps[-1])
             flag_taps.append(tap)
         # operands are not zeroed on bubbles: accumulators ignore beats whose valid flag is low
-        a_in = [_delay(m, self.a.payload.data[i], i, f"a_skew{i}") for i in range(R)]
-        b_in = [_delay(m, self.b.payload[j], j, f"b_skew{j}") for j in range(C)]
+        # (the pad beat's are zero: it completes a pair)
+        a_in = [_delay(m, Mux(pad, 0, self.a.payload.data[i]), i, f"a_skew{i}") for i in range(R)]
+        b_in = [_delay(m, Mux(pad, 0, self.b.payload[j]), j, f"b_skew{j}") for j in range(C)]
 
-        # ---- processing elements --------------------------------------------------------------
-        shadow = [[None] * C for _ in range(R)]
-        b_above = list(b_in)
+        # ---- processing elements: operand registers passed right and down ---------------------
+        a_reg = [[Signal(signed(cfg.abits), name=f"a_{i}_{j}") for j in range(C)] for i in range(R)]
+        b_reg = [[Signal(signed(cfg.wbits), name=f"b_{i}_{j}") for j in range(C)] for i in range(R)]
         for i in range(R):
-            a_left = a_in[i]
             for j in range(C):
-                a_r = Signal(signed(cfg.abits), name=f"a_{i}_{j}")
-                b_r = Signal(signed(cfg.wbits), name=f"b_{i}_{j}")
-                m.d.sync += [a_r.eq(a_left), b_r.eq(b_above[j])]
-                mul = PipelinedMultiplier(a_r, b_r, use_dsp=cfg.pe_uses_dsp(i, j))
-                m.submodules[f"mul_{i}_{j}"] = mul
-                f_p = flag_taps[i + j + 1 + LATENCY]        # flags of the beat whose product is p
-                acc = Signal(signed(cfg.acc_bits), name=f"acc_{i}_{j}")
-                sh = Signal(signed(cfg.acc_bits), name=f"shadow_{i}_{j}")
-                total = Mux(f_p.first, 0, acc) + mul.p
-                with m.If(f_p.valid):
-                    m.d.sync += acc.eq(total)
-                    with m.If(f_p.last):
-                        m.d.sync += sh.eq(total)
-                shadow[i][j] = sh
-                a_left, b_above[j] = a_r, b_r
+                m.d.sync += [a_reg[i][j].eq(a_reg[i][j - 1] if j else a_in[i]),
+                             b_reg[i][j].eq(b_reg[i - 1][j] if i else b_in[j])]
+        # PE(i, j)'s operands hold the beat whose flags are at tap i + j + 1; its product comes
+        # LATENCY cycles later
+        if self._fip:
+            shadow, alpha, beta = self._fip_products(m, a_reg, b_reg, flag_taps)
+        else:
+            shadow = [[_accumulate(m, flag_taps[i + j + 1 + LATENCY], self._multiply(
+                m, a_reg[i][j], b_reg[i][j], i * C + j, f"mul_{i}_{j}"), cfg.acc_bits,
+                f"{i}_{j}", odd_only=False) for j in range(C)] for i in range(R)]
 
         # ---- read-out: row i at T + cols + READ_LATENCY + i ------------------------------------
         # The read schedule is registered: the row index that steers every column's mux comes
@@ -170,13 +271,46 @@ class SystolicArray(wiring.Component):
             with m.Else():
                 m.d.sync += row_idx.eq(row_idx + 1)
 
-        rows_out, idx, valid = _mux_tree(m, shadow, row_idx, reading, cfg.acc_bits)
+        if self._fip:
+            rows_out, idx, valid = self._corrected(m, shadow, alpha, beta, row_idx, reading)
+        else:
+            rows_out, idx, valid = _mux_tree(m, shadow, row_idx, reading, cfg.acc_bits)
         is_last = Signal()
         m.d.comb += is_last.eq(idx == R - 1)
         row = Signal(o_layout(cfg))
         m.d.comb += [row.last.eq(is_last)] + [row.data[j].eq(rows_out[j]) for j in range(C)]
         m.d.comb += [out_fifo.w_data.eq(row.as_value()), out_fifo.w_en.eq(valid)]
         return m
+
+
+def _accumulate(m: Module, f, p, bits: int, name: str, *, odd_only: bool):
+    """The shadow register of an accumulator of products ``p`` whose beat flags are ``f``
+    (``odd_only``: products are made on odd beats only, ``fip``). Sums wrap at ``bits``: the
+    ``fip`` partial sums may exceed them, the corrected result never does."""
+    acc = Signal(signed(bits), name=f"acc_{name}")
+    sh = Signal(signed(bits), name=f"shadow_{name}")
+    total = Mux(f.first, 0, acc) + p
+    with m.If(f.valid & f.odd if odd_only else f.valid):
+        m.d.sync += acc.eq(total)
+        with m.If(f.last):
+            m.d.sync += sh.eq(total)
+    return sh
+
+
+def _held(m: Module, value, f, name: str):
+    """``value`` as it was on the last even beat (``f``: its flags): the first of a pair."""
+    held = Signal.like(value, name=name)
+    with m.If(f.valid & ~f.odd):
+        m.d.sync += held.eq(value)
+    return held
+
+
+def _tree_levels(rows: int) -> int:
+    """Registered levels of :func:`_mux_tree` over ``rows`` rows."""
+    levels = 0
+    while rows > 1:
+        rows, levels = math.ceil(rows / 4), levels + 1
+    return max(levels, 1)
 
 
 def _delay(m: Module, value, cycles: int, name: str):

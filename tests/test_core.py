@@ -108,20 +108,22 @@ TINY_SPEC = TransformerSpec(kind="vit", dim=8, heads=2, depth=1, mlp_dim=16, num
                             image_size=4, patch_size=2, channels=1)
 
 
-@pytest.mark.parametrize("size, mode, lanes, requant_lanes", [
-    (4, "dyad", 4, 4), (4, "ivit", 4, 4), (4, "dyad", 2, 4), (4, "ivit", 1, 4), (4, "dyad", 4, 1),
-    (4, "ivit", 2, 2), (2, "dyad", 2, 2), (2, "ivit", 1, 1)])
-def test_accelerator_amaranth_sim(size, mode, lanes, requant_lanes):
+@pytest.mark.parametrize("size, mode, lanes, requant_lanes, pe", [
+    (4, "dyad", 4, 4, "mac"), (4, "ivit", 4, 4, "mac"), (4, "dyad", 2, 4, "mac"),
+    (4, "ivit", 1, 4, "mac"), (4, "dyad", 4, 1, "mac"), (4, "ivit", 2, 2, "mac"),
+    (2, "dyad", 2, 2, "mac"), (2, "ivit", 1, 1, "mac"), (4, "dyad", 2, 2, "fip"),
+    (2, "ivit", 2, 2, "fip")])
+def test_accelerator_amaranth_sim(size, mode, lanes, requant_lanes, pe):
     """A 4x4 (and the smallest, 2x2) accelerator runs a tiny ViT end to end through its host word
     stream (vector units and requantisers as wide as the array, or narrower: behind the lane
-    gearboxes, or taking each word in parts)."""
+    gearboxes, or taking each word in parts; MAC or fast-inner-product PEs)."""
     from amaranth.sim import Simulator
 
     images = np.random.default_rng(0).random((64, 1, 4, 4)).astype(np.float32)
     im = quantize_model(TINY_SPEC, init_params(TINY_SPEC, seed=1), images, mode=mode,
                         policy=ActPolicy({"probs": 8}))
     cfg = core_config(size, mode, device="ecp5-25f", max_row=64, max_channels=64, lanes=lanes,
-                      requant_lanes=requant_lanes)
+                      requant_lanes=requant_lanes, pe=pe)
     prog = compile_model(im, cfg)
     X = golden.quantize_input(im, images[:2])
     dut = Accelerator(cfg, prog.sizes())

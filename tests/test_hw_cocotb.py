@@ -15,6 +15,8 @@ ARRAYS = [
     dict(rows=8, cols=8, wbits=4, abits=8, kmax=128),
     dict(rows=16, cols=16, wbits=8, abits=8, kmax=256),       # 156 DSP + 100 LUT multipliers
     dict(rows=6, cols=10, wbits=8, abits=16, kmax=64),
+    dict(rows=16, cols=16, wbits=8, abits=8, kmax=256, pe="fip"),   # 135 DSP + 9 LUT multipliers
+    dict(rows=5, cols=6, wbits=4, abits=16, kmax=64, pe="fip"),
 ]
 ARRAYS_SLOW = [
     dict(rows=16, cols=16, wbits=8, abits=16, kmax=512),
@@ -36,7 +38,11 @@ def _requant(kw):
                build_dir_for("requant", cfg.to_dict()), env={"DYAD_CONFIG": cfg.to_json()})
 
 
-@pytest.mark.parametrize("kw", ARRAYS, ids=lambda kw: "{rows}x{cols}_w{wbits}a{abits}".format(**kw))
+def _array_id(kw):
+    return "{rows}x{cols}_w{wbits}a{abits}".format(**kw) + ("_fip" if kw.get("pe") == "fip" else "")
+
+
+@pytest.mark.parametrize("kw", ARRAYS, ids=_array_id)
 def test_array(kw):
     _array(kw)
 

@@ -55,7 +55,11 @@ def _run_array(cfg, ks, stall, seed=0):
 
 @pytest.mark.parametrize("kw", [dict(rows=4, cols=4), dict(rows=3, cols=5, wbits=4),
                                 dict(rows=5, cols=2, abits=16), dict(rows=1, cols=1),
-                                dict(rows=4, cols=2, lanes=1, mbits=15, device="ice40-up5k")])
+                                dict(rows=4, cols=2, lanes=1, mbits=15, device="ice40-up5k"),
+                                dict(rows=4, cols=4, pe="fip"),
+                                dict(rows=3, cols=5, wbits=4, pe="fip"),
+                                dict(rows=5, cols=2, abits=16, pe="fip"),
+                                dict(rows=1, cols=1, pe="fip")])
 @pytest.mark.parametrize("stall", [0.0, 0.4])
 def test_array_amaranth_sim(kw, stall):
     cfg = AcceleratorConfig(kmax=32, **kw)
@@ -118,7 +122,7 @@ def test_config_derived():
     (dict(array_dsps=-2), "array_dsps=-2: must be -1"),
     (dict(rows=2, cols=4, device="ice40-up5k"), "the requantizers need 32 DSPs, ice40-up5k has 8"),
     (dict(rows=32, cols=32, device="ecp5-25f"),
-     "array 32x32 does not fit ecp5-25f: 1024 products, 0 in DSPs"),
+     "array 32x32 does not fit ecp5-25f: 1024 multipliers, 0 in DSPs"),
 ])
 def test_config_errors(kw, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
