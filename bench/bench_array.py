@@ -3,7 +3,8 @@ FF / DSP / BRAM use and post-route Fmax from yosys + nextpnr, and the utilisatio
 Verilator simulation for M = N = K GEMMs (useful MAC cycles / (cycles x PEs), first beat in to last
 row out).
 
-    python bench/bench_array.py [--arrays 8x8,16x16] [--sizes 64,128,256] [--no-pnr] [--seeds 3]
+    python bench/bench_array.py [--arrays 8x8,16x16] [--pe mac,fip] [--sizes 64,128,256] [--no-pnr]
+                                [--seeds 3]
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def _run():
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arrays", default="8x8,16x16")
+    ap.add_argument("--pe", default="mac", help="processing elements, comma-separated: mac, fip")
     ap.add_argument("--sizes", default="64,128,256")
     ap.add_argument("--device", default="ecp5-85f")
     ap.add_argument("--seeds", type=int, default=1)
@@ -61,9 +63,10 @@ def main() -> int:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = []
-    for arr in args.arrays.split(","):
+    for arr, pe in [(a, p) for a in args.arrays.split(",") for p in args.pe.split(",")]:
         r, c = map(int, arr.split("x"))
-        cfg = AcceleratorConfig(rows=r, cols=c, kmax=max(sizes + [4096]), device=args.device)
+        cfg = AcceleratorConfig(rows=r, cols=c, kmax=max(sizes + [4096]), device=args.device,
+                                pe=pe)
         print(gen_build.summary(cfg), flush=True)
         util = {}
         if not args.no_util:
@@ -75,15 +78,15 @@ def main() -> int:
             out = ROOT / "build" / "bench" / cfg.name
             doc = gen_build.build(cfg, out)
             rep = report.main_report(cfg, out, doc, seeds=args.seeds, units=["systolic"])[0]
-        rows.append((arr, rep, util))
+        rows.append((f"{arr} {pe}", rep, util))
     print()
-    print(f"{'array':6s} {'LUT':>7s} {'FF':>7s} {'DSP':>5s} {'BRAM':>5s} {'Fmax':>7s}  "
+    print(f"{'array':10s} {'LUT':>7s} {'FF':>7s} {'DSP':>5s} {'BRAM':>5s} {'Fmax':>7s}  "
           + "  ".join(f"util K={s:<4d}" for s in sizes))
     for arr, rep, util in rows:
         syn = (f"{rep.luts:7d} {rep.ffs:7d} {rep.dsps:5d} {rep.brams:5d} {rep.fmax_mhz:7.1f}"
                if rep else f"{'-':>7s} {'-':>7s} {'-':>5s} {'-':>5s} {'-':>7s}")
         us = "  ".join(f"{100 * util[s][1]:10.2f}%" if s in util else f"{'-':>11s}" for s in sizes)
-        print(f"{arr:6s} {syn}  {us}")
+        print(f"{arr:10s} {syn}  {us}")
     return 0
 
 

@@ -184,11 +184,13 @@ def write_host_json(cfg: AcceleratorConfig, program, out: Path, link, *, board=N
 
 def summary(cfg: AcceleratorConfig) -> str:
     d = cfg.dev
-    return (f"{cfg.name}: {cfg.rows}x{cfg.cols} output-stationary array, W{cfg.wbits}A{cfg.abits}, "
+    pe = " of fast-inner-product PEs" if cfg.pe == "fip" else ""
+    return (f"{cfg.name}: {cfg.rows}x{cfg.cols} output-stationary array{pe}, "
+            f"W{cfg.wbits}A{cfg.abits}, "
             f"K <= {cfg.kmax}, {cfg.acc_bits}-bit accumulators; {cfg.requant_lanes} requant lanes "
             f"({cfg.mbits}-bit mantissa), {cfg.lanes} vector lanes\n"
             f"  target {cfg.device}: {cfg.requant_dsps} DSPs for requantizers, {cfg.vector_dsps} "
-            f"for vector units, {cfg.dsp_products}"
-            f" array products in DSPs (of {d.dsps}), "
+            f"for vector units, {cfg.dsp_products} of the array's {cfg.array_multipliers} "
+            f"multipliers in DSPs (of {d.dsps}), "
             f"{cfg.lut_products} in LUT multipliers (array ~{cfg.array_luts} LUTs of {d.luts}); "
             f"tiles stream back to back for K >= {cfg.tile_spacing}")

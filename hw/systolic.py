@@ -20,6 +20,15 @@ Timing (cycle ``T`` = the cycle a tile's last beat is accepted):
 - row ``i`` of the finished tile is read from the shadow registers at ``T + cols + 3 + i`` through
   a registered 4:1-per-level mux tree, and pushed into the output FIFO.
 
+**Fast-inner-product PEs** (``pe="fip"``, :meth:`SystolicArray._fip_products`): a PE keeps the
+operands of a tile's even beat and, on the odd beat, multiplies ``(a0 + b1)(a1 + b0)`` (one product
+per two beats); the two PEs of a column pair see their odd beats on different cycles (they are
+one cycle apart on the skew and odd beats are at least two cycles apart), so they share one
+multiplier. ``sum a0 a1`` per row and ``sum b0 b1`` per column (the same sharing) are subtracted
+at read-out, two registered stages after the row multiplexer. A tile of odd ``K`` gets one zero
+beat after its last (a cycle in which no input is taken). For a ``16x16`` int8 array that is 144
+multipliers of 9x9 bits instead of 256 of 8x8, so nearly all fit the ECP5-85F's DSP blocks.
+
 The input side enforces the two conditions that make this hazard-free, inserting bubbles only
 when they fail: consecutive last beats are at least ``max(rows, cols)`` cycles apart (no shadow
 register is overwritten before it is read, one read-out at a time), and a tile only starts when
