@@ -29,7 +29,7 @@ def job_members() -> dict:
             "base": In(ADDR_BITS), "stride": In(ADDR_BITS), "col": In(DIM_BITS),
             "k": In(DIM_BITS), "n_outer": In(DIM_BITS), "n_inner": In(DIM_BITS),
             "use_outer": In(1),
-            "addr": Out(ADDR_BITS), "en": Out(1)}
+            "addr": Out(ADDR_BITS)}
 
 
 def job_signature(lanes: int, **extra) -> wiring.Signature:
@@ -133,7 +133,6 @@ class Transposer(wiring.Component):
         m.d.comb += self.addr.eq(blk + row)
         next_tile = Signal()
         with m.If(loading & ~Array(full)[wb]):
-            m.d.comb += self.en.eq(1)
             m.d.sync += [wr_en.eq(1), wr_row.eq(row), wr_bank.eq(wb)]
             with m.If(row == V - 1):
                 m.d.sync += [row.eq(0), wr_done.eq(1), wb.eq(~wb),
@@ -258,7 +257,7 @@ class WordReader(wiring.Component):
         inflight, arrived = Signal(), Signal()
         room = q.level + inflight + arrived < self.DEPTH
         issue = Signal()
-        m.d.comb += [issue.eq(active & room), self.en.eq(issue), self.addr.eq(line)]
+        m.d.comb += [issue.eq(active & room), self.addr.eq(line)]
         m.d.sync += [inflight.eq(issue), arrived.eq(inflight)]
         word = register(m, self.data, "word")
         meta_last, meta_count = Signal(), Signal(range(V + 1))

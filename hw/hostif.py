@@ -45,7 +45,8 @@ class HostInterface(wiring.Component):
     words HELLO returns; ``n_perf``: number of counters.
 
     Writes: ``w_addr``, ``w_data`` (one host word) and per target ``<target>_wen`` (one enable per
-    32-bit slice of its entry). Reads (scratchpad only): ``r_addr``, ``r_en``, ``r_data``."""
+    32-bit slice of its entry). Reads (scratchpad only): ``r_addr``, then ``r_data`` the next
+    cycle (the read port is always enabled)."""
 
     def __init__(self, entry_bits: dict, hello: list, n_perf: int):
         self.entry_bits, self.hello, self.n_perf = dict(entry_bits), list(hello), n_perf
@@ -54,7 +55,7 @@ class HostInterface(wiring.Component):
                    "errors": In(8), "idle": Out(1),
                    "perf": In(32).array(n_perf),
                    "w_addr": Out(ADDR_BITS), "w_data": Out(WORD_BITS),
-                   "r_addr": Out(ADDR_BITS), "r_en": Out(1),
+                   "r_addr": Out(ADDR_BITS),
                    "r_data": In(self.entry_bits[READABLE])}
         for t in Target:
             members[f"{t.name.lower()}_wen"] = Out(words_for(self.entry_bits[t]))
@@ -130,7 +131,6 @@ class HostInterface(wiring.Component):
                 with m.If(count == 0):
                     m.next = "HEADER"
                 with m.Else():
-                    m.d.comb += self.r_en.eq(1)
                     m.next = "FETCHED"
             with m.State("FETCHED"):
                 m.d.sync += [buf.eq(self.r_data), word.eq(0)]
