@@ -223,18 +223,19 @@ class Shiftmax(wiring.Component):
 
         # ---- out: p = e * f >> shift, streamed with the row's framing ---------------------------
         # the shift and the clamp limit are the layer's constants, registered (params settle
-        # long before a row's first exponential reaches this stage) with a copy per four lanes
-        # like f: no carry chain from the parameters in front of the shifters (the 8x8 board
-        # build's path on one seed), and no one register reaching every lane's shifter (16
-        # lanes out of context: 10.4 ns of routing)
-        copies = -(-L // LANES_PER_F)
+        # long before a row's first exponential reaches this stage): no carry chain from the
+        # parameters in front of the shifters (the 8x8 board build's path on one seed). The
+        # shift amounts are copied per lane and shifter stage: a copy per four lanes still
+        # crossed the chip (16 lanes out of context: 11.7 ns of routing), one lane's shifter is
+        # where the placer puts its own copy
         if self.mode == "ivit":
             shift = (32 - prm.out_bits)[:7]
         else:                       # the rounding's half: one bit less than the final shift
             shift = (prm.recip_bits - prm.out_bits)[:7]
-        shifts = replicas(m, shift, copies, "shift", reset_less=False)
-        limits = replicas(m, ((1 << (prm.out_bits - 1)[:5]) - 1)[:16], copies, "limit",
-                          reset_less=False)
+        byte_shifts = replicas(m, shift[3:], L, "byte_shift", reset_less=False)
+        bit_shifts = replicas(m, shift[:3], L, "bit_shift", reset_less=False)
+        limits = replicas(m, ((1 << (prm.out_bits - 1)[:5]) - 1)[:16], -(-L // LANES_PER_F),
+                          "limit", reset_less=False)
         replay = RowReplay(m, e_r, scaled, L, "replay")
         p = Pipeline(m, "out", platform)
         res = p.result(self.o)
@@ -246,9 +247,9 @@ class Shiftmax(wiring.Component):
                             fs[n // LANES_PER_F], f"prod{n}") for n in range(L)]
         # the shift in two stages, whole bytes then the rest: a 64-bit barrel shifter by a 6-bit
         # amount in one cycle was the unit's path (five LUT levels after 7.4 ns of routing)
-        bytes_ = [p.stage(q >> Cat(Const(0, 3), shifts[n // LANES_PER_F][3:]), f"bytes{n}")
+        bytes_ = [p.stage(q >> Cat(Const(0, 3), byte_shifts[n]), f"bytes{n}")
                   for n, q in enumerate(ps)]
-        shifted = [b >> shifts[n // LANES_PER_F][:3] for n, b in enumerate(bytes_)]
+        shifted = [b >> bit_shifts[n] for n, b in enumerate(bytes_)]
         if self.mode == "ivit":
             outs = [p.stage(v[:16], f"p{n}") for n, v in enumerate(shifted)]
         else:
