@@ -113,16 +113,42 @@ def run_tool(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) ->
 
 
 def run_yosys(cmd: list[str], cwd: Path, label: str, logfile: Path, log=print) -> float:
-    """:func:`run_tool` for yosys. YoWASP's ABC9 has been seen to exit 1 silently (nothing after
-    "Running ABC command") on a design it maps on the next run: that one case is retried once."""
+    """:func:`run_tool` for yosys. YoWASP's ABC9 exits 1 silently (nothing after "Running ABC
+    command") on some netlists, the same ones every time and with yosys 0.66 as with 0.70 (an
+    8x8 board build after a one-FIFO change, a 16x16 one with fast-inner-product PEs): then the
+    design is mapped again with the classic ABC LUT mapper (:func:`classic_abc`), which maps
+    those netlists."""
     try:
         return run_tool(cmd, cwd, label, logfile, log)
     except ToolError:
         lines = [ln for ln in Path(logfile).read_text().splitlines() if ln.strip()]
         if not lines or not lines[-1].startswith("Running ABC command"):
             raise
-        log(f"  {label} stopped inside ABC9 without an error message; retrying once")
+        log(f"  {label}: ABC9 stopped without an error message; mapping the LUTs with the "
+            f"classic ABC flow instead")
+        cmd = list(cmd)
+        if "-p" in cmd:
+            at = cmd.index("-p") + 1
+            cmd[at] = classic_abc(cmd[at])
+        else:                                   # a script file, last on the command line
+            script = Path(cwd) / cmd[-1]
+            classic = script.with_name(script.stem + ".classic.ys")
+            classic.write_text(classic_abc(script.read_text()))
+            cmd[-1] = classic.name
         return run_tool(cmd, cwd, label, logfile, log)
+
+
+def classic_abc(script: str) -> str:
+    """``script`` with each ``synth_ecp5`` run in two parts around ``abc -lut 4:7`` (the LUT
+    mapping yosys used before ABC9) in place of its ``abc9`` step."""
+    def split(match):
+        synth = match.group(0).strip()
+        return (f"{synth} -run begin:map_luts; techmap -map +/lattice/latches_map.v; "
+                f"abc -lut 4:7 -dress; clean; {synth} -run map_cells:")
+    new = re.sub(r"synth_ecp5\b[^;\n]*", split, script)
+    if new == script:
+        raise ToolError("ABC9 failed and the script has no synth_ecp5 to map differently")
+    return new
 
 
 def synthesize(cfg: AcceleratorConfig, build_dir: Path, unit: str, top: str, *,

@@ -52,3 +52,24 @@ def test_replicas_survive_synthesis(tmp_path):
 
     # (without KEEP_REPLICAS, yosys 0.70 leaves one 8-bit register of the four)
     assert flip_flops(f"{KEEP_REPLICAS}; ") == 32
+
+
+def test_classic_abc_fallback_maps(tmp_path):
+    """The mapping used when YoWASP's ABC9 dies silently (gen.report.run_yosys): each synth_ecp5
+    split around the classic ``abc -lut 4:7`` still gives a complete LUT4 netlist."""
+    from amaranth.back import verilog
+    from amaranth.hdl import Module, Signal
+
+    m = Module()
+    a, b, o = Signal(16), Signal(16), Signal(17)
+    m.d.sync += o.eq(a + (b ^ (a >> 3)))
+    (tmp_path / "t.v").write_text(verilog.convert(m, ports=[a, b, o], name="t"))
+    script = report.classic_abc("read_verilog t.v; synth_ecp5 -top t; tee -q -o stat.txt stat")
+    assert "abc -lut 4:7" in script and "abc9" not in script
+    report.run_tool([report._tool("yosys"), "-p", script], tmp_path, "yosys", tmp_path / "y.log",
+                    log=lambda *_: None)
+    cells = {ln.split()[1]: int(ln.split()[0]) for ln in
+             (tmp_path / "stat.txt").read_text().splitlines() if len(ln.split()) == 2
+             and ln.split()[0].isdigit()}
+    assert cells.get("TRELLIS_FF") == 17 and cells.get("LUT4", 0) > 0
+    assert not any(k.startswith("$") and k != "$scopeinfo" for k in cells), cells
