@@ -241,7 +241,8 @@ class Accelerator(wiring.Component):
             # a small FIFO after the splitter: the instruction's unit selection decides which
             # unit's ready is taken, and that reached the splitter's whole held word (8x8 board
             # build: 13.5 ns of routing); the FIFO's write side is ready from its own level
-            split_w, rows_in = descriptor_fifo(m, split.o.payload.shape(), 3, "split_q")
+            # (depth 4: with 3, YoWASP's ABC9 died on the 8x8 board netlist)
+            split_w, rows_in = descriptor_fifo(m, split.o.payload.shape(), 4, "split_q")
             connect(m, split.o, split_w)
         units = {Opcode.SOFTMAX: smx, Opcode.GELU: gelu, Opcode.LAYERNORM: ln}
         for op, unit in units.items():
