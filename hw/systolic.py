@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import validating
 from .config import AcceleratorConfig
 from .multiplier import LATENCY, PipelinedMultiplier
-from .pipeline import register, wire
+from .pipeline import delay, register, wire
 
 __all__ = ["SystolicArray", "a_layout", "b_layout", "o_layout"]
 
@@ -168,14 +168,14 @@ class SystolicArray(wiring.Component):
         with m.If(reading & (row_idx == 0)):
             m.d.sync += [h.eq(b) for h, b in zip(beta_hold, beta)]
         levels = _tree_levels(cfg.rows)
-        beta_d = [_delay(m, h, levels - 1, f"beta_d{j}") for j, h in enumerate(beta_hold)]
+        beta_d = [delay(m, h, levels - 1, f"beta_d{j}_d") for j, h in enumerate(beta_hold)]
         *values, row_alpha = selected
         less_beta = [register(m, (v - b)[:bits].as_signed(), f"less_beta{j}")
                      for j, (v, b) in enumerate(zip(values, beta_d))]
         alpha_r = register(m, row_alpha, "row_alpha")
         out = [register(m, (v - alpha_r)[:bits].as_signed(), f"corrected{j}")
                for j, v in enumerate(less_beta)]
-        return out, _delay(m, idx, 2, "corr_idx"), _delay(m, valid, 2, "corr_valid")
+        return out, delay(m, idx, 2, "corr_idx_d"), delay(m, valid, 2, "corr_valid_d")
 
     def elaborate(self, platform):
         cfg = self._cfg
@@ -247,8 +247,8 @@ class SystolicArray(wiring.Component):
             flag_taps.append(tap)
         # operands are not zeroed on bubbles: accumulators ignore beats whose valid flag is low
         # (the pad beat's are zero: it completes a pair)
-        a_in = [_delay(m, Mux(pad, 0, self.a.payload.data[i]), i, f"a_skew{i}") for i in range(R)]
-        b_in = [_delay(m, Mux(pad, 0, self.b.payload[j]), j, f"b_skew{j}") for j in range(C)]
+        a_in = [delay(m, Mux(pad, 0, self.a.payload.data[i]), i, f"a_skew{i}_d") for i in range(R)]
+        b_in = [delay(m, Mux(pad, 0, self.b.payload[j]), j, f"b_skew{j}_d") for j in range(C)]
 
         # ---- processing elements: operand registers passed right and down ---------------------
         a_reg = [[Signal(signed(cfg.abits), name=f"a_{i}_{j}") for j in range(C)] for i in range(R)]
@@ -320,15 +320,6 @@ def _tree_levels(rows: int) -> int:
     while rows > 1:
         rows, levels = math.ceil(rows / 4), levels + 1
     return max(levels, 1)
-
-
-def _delay(m: Module, value, cycles: int, name: str):
-    """``value`` delayed by ``cycles`` registers (``cycles = 0`` returns it unchanged)."""
-    for n in range(cycles):
-        reg = Signal(value.shape(), name=f"{name}_d{n}")
-        m.d.sync += reg.eq(value)
-        value = reg
-    return value
 
 
 def _mux_tree(m: Module, rows, idx, valid, width):
