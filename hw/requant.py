@@ -103,15 +103,14 @@ class Requantizer(wiring.Component):
             rprod = p.delay(r2 * rm2, 2, f"rprod{n}")
             # s3: the rounding's half folded into the bias: ((v >> f) + 1) >> 1 = (v + 2^f) >>
             # (f + 1), so the rounding needs no carry chain of its own
-            c_half = p.delay(c2 + (Const(1, 16) << fine)[:16], 2, f"chalf{n}")
-            shift = p.delay(fine + 1, 2, f"shift{n}")
+            c_half = p.delay(c2 + (Const(1, 16) << fine)[:16], 3, f"chalf{n}")
+            shift = p.delay(fine + 1, 4, f"shift{n}")
             coarse4, rshift4 = p.delay(coarse, 2, f"coarse{n}"), p.delay(rshift, 2, f"rsh{n}")
             # s5: the product's shift above the bias's fraction bits, max(e - 16, 0)
             w, rs = p.stage(prod >> coarse4, f"w{n}"), p.stage(rprod >> rshift4, f"rs{n}")
-            c_half5, shift5 = p.stage(c_half, f"chalf5_{n}"), p.stage(shift, f"shift5_{n}")
             # s6: bias and rounding half; s7: the rounding shift, by min(e, 16)
-            wc, ry = p.stage(w + c_half5, f"wc{n}"), p.stage((rs + 1) >> 1, f"ry{n}")
-            y, ry7 = p.stage(wc >> p.stage(shift5, f"shift6_{n}"), f"y{n}"), p.stage(ry, f"ry7_{n}")
+            wc, ry = p.stage(w + c_half, f"wc{n}"), p.stage((rs + 1) >> 1, f"ry{n}")
+            y, ry7 = p.stage(wc >> shift, f"y{n}"), p.stage(ry, f"ry7_{n}")
             # s8: residual add; s9: clamp
             total = p.stage(y + Mux(residual, ry7, 0), f"total{n}")
             hi = Mux(wide, (1 << (OUT_BITS - 1)) - 1, 127)
