@@ -245,21 +245,32 @@ class Pipeline:
         OUTPUT_LATENCY`` cycles after its input, as from a pipeline that never stalls (the drain
         relies on it for the requantiser).
 
+        ``o.ready`` reaches only the output register's enable: the queue pops whenever a
+        one-entry skid register behind ``o`` is empty (a registered flag), and the head popped
+        while ``o`` waits goes there (``o.ready`` → pop → the queue's level and pointers was the
+        LayerNorm's longest path). The input credit comes back on the pop, not on ``o``'s
+        handshake.
+
         ``lead``: ``i`` comes from a free-running source whose ``ready`` lets it start an
         element that arrives ``lead`` cycles later and is then always taken (a
         :class:`~hw.rowbuffer.RowReplay`); the credit keeps room for those in flight."""
         m = self.m
         capacity = self.buffer_depth(depth + lead)
         accept = i.valid if lead else i.valid & i.ready
-        taken = o.valid & o.ready
-        held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not taken
-        m.d.sync += held.eq(held + accept - taken)
-        m.d.comb += i.ready.eq(held < capacity - lead)
-        load = Signal(name=f"{self.name}_load")                  # the output register is free
         pop = Signal(name=f"{self.name}_pop")
+        held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not popped
+        m.d.sync += held.eq(held + accept - pop)
+        m.d.comb += i.ready.eq(held < capacity - lead)
         nonempty, head = result_queue(m, f"{self.name}_queue", self.result(o).as_value(),
                                       delay(m, accept, depth - 1, f"{self.name}_valid"),
                                       capacity, pop)
-        m.d.comb += [load.eq(~o.valid | o.ready), pop.eq(load & nonempty)]
+        skid = Signal(o.payload.shape(), name=f"{self.name}_skid")
+        skid_valid = Signal(name=f"{self.name}_skid_valid")
+        load = Signal(name=f"{self.name}_load")                  # the output register is free
+        m.d.comb += [pop.eq(nonempty & ~skid_valid), load.eq(~o.valid | o.ready)]
+        with m.If(~skid_valid):
+            m.d.sync += skid.eq(head)                # kept only if ``o`` does not take it
+        m.d.sync += skid_valid.eq(Mux(skid_valid, ~o.ready, pop & ~load))
         with m.If(load):
-            m.d.sync += [o.valid.eq(nonempty), o.payload.eq(head)]
+            m.d.sync += [o.valid.eq(skid_valid | pop),
+                         o.payload.eq(Mux(skid_valid, skid, head))]
