@@ -40,7 +40,7 @@ from .rowbuffer import (
     ring_slots,
     row_layout,
 )
-from .shiftexp import divide_steps, shift_exp, stages
+from .shiftexp import clamp_bounds, divide_steps, shift_exp, stages
 
 __all__ = ["ShiftGelu", "params_layout", "N", "X0_LIMIT"]
 
@@ -80,8 +80,9 @@ class ShiftGelu(wiring.Component):
         """``shift_exp(-c)`` for either sign of ``-c``, saturating like the golden, one step per
         stage of ``p`` (:data:`E2_STAGES`; a new row every cycle)."""
         x = -c
+        (lo, _), = clamp_bounds(m, x0, N, "e2_bound")
         xp = p.stage(x + (x >> 1) - (x >> 4), "e2_xp")
-        xc = p.stage(Mux(xp < N * x0, N * x0, xp), "e2_xc")
+        xc = p.stage(Mux(xp < lo, lo, xp), "e2_xc")
         d = -x0
         # xc <= 0: q = floor(-xc / d) <= n ;  xc > 0: q = -ceil(xc / d), saturated at -32
         neg = xc <= 0
@@ -134,10 +135,11 @@ class ShiftGelu(wiring.Component):
         m.d.comb += Cat(res.count, res.last).eq(flags_out)
         # the row's e2 in a copy per four lanes, beside each lane's e1
         e2s = replicas(m, delay_line(m, src.row.e2, EXP_STAGES - 1, "e2"), -(-L // 4), "e2")
+        bounds = clamp_bounds(m, x0, N, "e1_bound", L)
         product_latency = split_latency(SIG_BITS, SIG_BITS)
         for n in range(L):
             q = src.data[n * W:(n + 1) * W].as_signed()
-            e1 = shift_exp(m, p.stage, q - src.row.c, x0, N, f"l{n}")
+            e1 = shift_exp(m, p.stage, q - src.row.c, x0, N, f"l{n}", bounds[n])
             total = p.stage(e1 + e2s[n // 4], f"total{n}")
             s = p.stage(Mux(total > SUM_LIMIT, SUM_LIMIT, total)[:31], f"s{n}")
             f = pipelined_quotient(p, SUM_LIMIT, s, SIG_BITS, name=f"div{n}")

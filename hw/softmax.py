@@ -55,7 +55,7 @@ from .rowbuffer import (
     row_stage,
     stage_copies,
 )
-from .shiftexp import shift_exp, stages
+from .shiftexp import clamp_bounds, shift_exp, stages
 
 __all__ = ["Shiftmax", "params_layout", "EXP_LATENCY", "DYAD_FRAC", "DYAD_GUARD"]
 
@@ -122,9 +122,10 @@ class Shiftmax(wiring.Component):
                           "error": Out(1)})
 
     # ------------------------------------------------------------------------------------------
-    def _exp(self, m: Module, platform, x, n: int):
+    def _exp(self, m: Module, platform, x, n: int, bound=None):
         """The mode's exponential of ``x <= 0`` as a ``EXP_LATENCY``-cycle pipeline (no stall:
-        the exp phase never waits)."""
+        the exp phase never waits); ``bound``: the lane's :func:`~hw.shiftexp.clamp_bounds`
+        (``ivit``)."""
         prm = self.params
 
         def reg(v, name):
@@ -154,7 +155,7 @@ class Shiftmax(wiring.Component):
             zero, fine = reg(octave4 > DYAD_GUARD, "zero"), reg(octave4[:2], "fine")
             return reg(Mux(zero, 0, coarse >> fine), "e")
         # ivit: the shift-exponential stages, then registers to match the dyad latency
-        e = shift_exp(m, reg, reg(x, "xr"), prm.x0, IVIT_N, f"sx{n}")
+        e = shift_exp(m, reg, reg(x, "xr"), prm.x0, IVIT_N, f"sx{n}", bound)
         return delay(m, e, EXP_LATENCY - 1 - stages(IVIT_N), f"e_ivit{n}_")
 
     def elaborate(self, platform):
@@ -176,8 +177,10 @@ class Shiftmax(wiring.Component):
         xs = RowReplay(m, x_r, loaded, L, "xs")
         m.d.comb += xs.o.ready.eq(1)
         xw = xs.o.payload
+        bounds = (clamp_bounds(m, self.params.x0, IVIT_N, "sx_bound", L) if self.mode == "ivit"
+                  else [None] * L)
         es = [self._exp(m, platform, xw.data[n * self.in_bits:(n + 1) * self.in_bits].as_signed()
-                        - xw.row.max, n) for n in range(L)]
+                        - xw.row.max, n, bounds[n]) for n in range(L)]
         tags = data.StructLayout({"valid": 1, "first": 1, "last": 1, "count": xw.count.shape(),
                                   "live": L,
                                   "addr": xw.row.base.shape(), "row": loaded.payload.shape()})
