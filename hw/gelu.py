@@ -67,9 +67,16 @@ class GeluUnit(wiring.Component):
         # longest path); the table is stable while elements flow, so the copies always agree
         tables = replicas(m, Cat(prm.c0.as_value(), prm.c1.as_value(), prm.c2.as_value()),
                           -(-self.lanes // LANES_PER_TABLE), "coef")
-        shift = prm.seg_shift
+        # the segment shift, fraction bits and segment count registered per lane: each lane's
+        # three barrel shifters and its compare read their own copy (stable like the table)
+        shape = data.StructLayout({"seg_shift": unsigned(5), "frac_bits": unsigned(5),
+                                   "segments": unsigned(5)})
+        shapes = replicas(m, Cat(prm.seg_shift, prm.frac_bits, prm.segments), self.lanes,
+                          "shape")
         for n in range(self.lanes):
             q = self.i.payload.data[n]
+            lane_shape = data.View(shape, shapes[n])
+            shift = lane_shape.seg_shift
             table = data.View(data.ArrayLayout(params_layout()["c0"].shape, 3),
                               tables[n // LANES_PER_TABLE])
             # s1 magnitude, s2 segment and offset (the barrel shift), s3 coefficient lookup
@@ -90,7 +97,7 @@ class GeluUnit(wiring.Component):
                 return p.stage(Cat(*parts).as_signed(), name)
 
             c0, c1, c2 = (lookup(k, f"{c}_{n}") for k, c in enumerate(("c0", "c1", "c2")))
-            ins = p.stage(seg < prm.segments, f"inside{n}")
+            ins = p.stage(seg < lane_shape.segments, f"inside{n}")
             # t < 2^s, so |(c * t) >> s| <= |c|: u fits a coefficient, v = c1 + u and w one bit
             # more. Each product: operands into the multipliers' registers, partial products
             # summed, then >> s; v = c1 + u between them
@@ -106,7 +113,7 @@ class GeluUnit(wiring.Component):
                                 p.delay(relu, at_w, f"relu6_{n}"))
             g = p.stage(Mux(ins6, (c0d + w + (1 << (GUARD - 1))) >> GUARD, 0), f"g{n}")
             relu7 = p.stage(relu6, f"relu7_{n}")
-            y = p.stage((relu7 << prm.frac_bits) - g, f"y{n}")
+            y = p.stage((relu7 << lane_shape.frac_bits) - g, f"y{n}")
             m.d.comb += res.data[n].eq(y)
         p.connect(self.i, self.o, LATENCY)
         return m
