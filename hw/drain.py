@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from .config import AcceleratorConfig
 from .isa import ADDR_BITS, DIM_BITS, ELEM_BITS, ptab_lane_layout
-from .requant import LATENCY, Requantizer
+from .requant import Requantizer
 
 __all__ = ["Drain", "drain_layout"]
 
@@ -97,10 +97,11 @@ class Drain(wiring.Component):
         o_blk, r_blk = Signal(ADDR_BITS), Signal(ADDR_BITS)
         lanes_left = Signal(signed(DIM_BITS + 2))
         remaining = Signal(DIM_BITS * 2 + 1)        # rows (gemm: tile rows) still to come
+        last_row = Signal()                         # remaining == 1, kept beside it
 
         def activate(j):
             return [act.eq(j), t.eq(0), blk.eq(0), o_blk.eq(j.o_base), r_blk.eq(j.r_base),
-                    lanes_left.eq(j.n), remaining.eq(j.rows)]
+                    lanes_left.eq(j.n), remaining.eq(j.rows), last_row.eq(j.rows == 1)]
 
         # ---- stage 0: accept a beat, read its parameters and residual -------------------------
         # (stage 1 holds a word for its V / R requantiser parts; the next is taken with the last)
@@ -109,20 +110,27 @@ class Drain(wiring.Component):
         s1_addr, s1_n, s1_row_ok = Signal(ADDR_BITS), Signal(range(V + 1)), Signal()
         s1_job = Signal(job)                         # per-beat fields travel with the beat
         part = Signal(range(parts))                  # the word's part in the requantisers
-        part_last = (part == parts - 1) if parts > 1 else C(1)
-        take = self.i.valid & self.i.ready
+        # ``part == parts - 1`` and ``i.ready`` are registers computed a cycle ahead: the part
+        # counter's compare → ready → the sources' read enables, and → every per-beat update
+        # below, were the 8x8 board build's longest paths
+        part_last = Signal(name="part_last") if parts > 1 else C(1)
+        ready = Signal(init=1, name="ready") if parts > 1 else C(1)
+        take = self.i.valid & ready
         log_parts = parts.bit_length() - 1
         s1_entry = Signal(ADDR_BITS)                 # the held word's requantiser table entry
         # the table row the next cycle's part needs: the held word's next part, or the first
         # part of the word taken now
-        m.d.comb += [self.i.ready.eq(~s1_valid | part_last),
-                     self.p_addr.eq(Mux(s1_valid & ~part_last,
+        hold = s1_valid & ~part_last                 # the held word has parts to go
+        m.d.comb += [self.i.ready.eq(ready),
+                     self.p_addr.eq(Mux(hold,
                                         (s1_entry << log_parts) | (part + 1),
                                         (act.p_index + blk) << log_parts)),
                      self.r_addr.eq(r_blk + t)]
-        m.d.sync += s1_valid.eq(take | (s1_valid & ~part_last))
+        m.d.sync += s1_valid.eq(take | hold)
         if parts > 1:
-            m.d.sync += part.eq(Mux(s1_valid & ~part_last, part + 1, 0))
+            part_last_next = hold & (part == parts - 2)
+            m.d.sync += [part.eq(Mux(hold, part + 1, 0)), part_last.eq(part_last_next),
+                         ready.eq(~(take | hold) | part_last_next)]
         row_end = Mux(act.gemm, 1, beat.last)
         with m.If(take):
             m.d.sync += [s1_x.eq(beat.data), s1_addr.eq(o_blk + t), s1_row_ok.eq(t < act.m),
@@ -130,7 +138,7 @@ class Drain(wiring.Component):
                          s1_n.eq(Mux(act.gemm, Mux(lanes_left > V, V, lanes_left), beat.count)),
                          s1_job.eq(act)]
             with m.If(row_end):
-                m.d.sync += remaining.eq(remaining - 1)
+                m.d.sync += [remaining.eq(remaining - 1), last_row.eq(remaining == 2)]
             with m.If(act.gemm):
                 with m.If(t + 1 == (act.n_inner << log_v)):
                     m.d.sync += [t.eq(0), blk.eq(blk + 1), o_blk.eq(o_blk + act.o_stride),
@@ -144,7 +152,7 @@ class Drain(wiring.Component):
                 m.d.sync += [blk.eq(blk + 1), o_blk.eq(o_blk + act.o_stride),
                              r_blk.eq(r_blk + act.r_stride)]
         # job changes win over the per-beat updates above (they come later)
-        finishing = take & row_end & (remaining == 1)
+        finishing = take & row_end & last_row
         with m.If(self.start):
             with m.If((remaining != 0) & ~finishing):
                 m.d.sync += [pending.eq(incoming), pending_valid.eq(1)]
@@ -177,7 +185,7 @@ class Drain(wiring.Component):
                         m.d.comb += [ln.x.eq(s1_x[e]), ln.r.eq(res[e])]
         # the write position travels beside the requantiser (which never stalls)
         side = [(s1_valid, s1_addr, s1_n, s1_row_ok, s1_job.o_lane, part)]
-        for k in range(LATENCY):
+        for k in range(rq.latency):
             prev = side[-1]
             regs = (Signal(name=f"side{k}_valid"), Signal(ADDR_BITS, name=f"side{k}_addr"),
                     Signal(range(V + 1), name=f"side{k}_n"), Signal(name=f"side{k}_ok"),

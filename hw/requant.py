@@ -30,15 +30,13 @@ from amaranth.lib.wiring import In, Out
 
 from .checks import validating
 from .config import AcceleratorConfig
-from .pipeline import Pipeline
+from .pipeline import Pipeline, split_latency, split_product
 
-__all__ = ["Requantizer", "lane_layout", "in_layout", "out_layout", "BIAS_FRAC_BITS", "LATENCY"]
+__all__ = ["Requantizer", "lane_layout", "in_layout", "out_layout", "BIAS_FRAC_BITS"]
 
 BIAS_FRAC_BITS = 16
 OUT_BITS = 16
 RES_BITS = 16
-STAGES = 9
-LATENCY = STAGES + Pipeline.OUTPUT_LATENCY    # input to output, never stalled
 
 
 def lane_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
@@ -62,8 +60,9 @@ def out_layout(cfg: AcceleratorConfig) -> data.StructLayout:
 class Requantizer(wiring.Component):
     """Members: ``i`` (In stream of :func:`in_layout`), ``o`` (Out stream of :func:`out_layout`).
 
-    Latency :data:`LATENCY` cycles; throughput one beat (``requant_lanes`` elements) per cycle.
-    ``x_bits``: input width (default: the array's accumulator width).
+    Latency ``latency`` cycles (input to output, never stalled; it grows with the operand
+    widths, see :meth:`product_stages`); throughput one beat (``requant_lanes`` elements) per
+    cycle. ``x_bits``: input width (default: the array's accumulator width).
     """
 
     def __init__(self, config: AcceleratorConfig, x_bits: int | None = None):
@@ -71,18 +70,32 @@ class Requantizer(wiring.Component):
             if not isinstance(config, AcceleratorConfig):
                 raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self._cfg = config
+        lane = lane_layout(config, x_bits)
+        self.stages = 7 + self.product_stages(lane)
+        self.latency = self.stages + Pipeline.OUTPUT_LATENCY
         super().__init__({"i": In(stream.Signature(in_layout(config, x_bits))),
                           "o": Out(stream.Signature(out_layout(config)))})
 
+    @staticmethod
+    def product_stages(lane: data.StructLayout) -> int:
+        """Cycles of the two products (``(x + b) * m``, ``r * rm``), each cut into 18-bit pieces
+        in the multipliers' own registers (:func:`hw.pipeline.split_product`); the shorter one
+        waits for the longer. A wide ``*`` left to yosys became multipliers and their adders in
+        one cycle (16.4 ns: the 16-lane, 31-bit-mantissa requantiser's path)."""
+        xb_bits = max(lane["x"].shape.width, lane["b"].shape.width) + 1
+        return max(split_latency(xb_bits, lane["m"].shape.width),
+                   split_latency(lane["r"].shape.width, lane["rm"].shape.width))
+
     def elaborate(self, platform):
         cfg = self._cfg
+        stages = self.stages
         m = Module()
         p = Pipeline(m, "rq", platform)
         res = p.result(self.o)
         flags = self.i.payload
-        wide = p.delay(flags.wide, STAGES - 1, "wide")
-        residual = p.delay(flags.residual, STAGES - 2, "residual")
-        m.d.comb += res.last.eq(p.delay(flags.last, STAGES, "last"))
+        wide = p.delay(flags.wide, stages - 1, "wide")
+        residual = p.delay(flags.residual, stages - 2, "residual")
+        m.d.comb += res.last.eq(p.delay(flags.last, stages, "last"))
 
         for n in range(cfg.requant_lanes):
             ln = self.i.payload.lane[n]
@@ -93,29 +106,31 @@ class Requantizer(wiring.Component):
                                 p.stage(ln.c, f"c{n}"))
             r, rm, re = p.stage(ln.r, f"r{n}"), p.stage(ln.rm, f"rm{n}"), p.stage(ln.re, f"re{n}")
             # s2: bias add; the shift amounts from the exponent (no compare or subtract in front
-            # of a shifter); s3, s4: the products (two registers: pipelined DSPs)
+            # of a shifter); then the products (P = product_stages cycles)
             xb, m2 = p.stage(x + b, f"xb{n}"), p.stage(mant, f"m2_{n}")
             coarse = p.stage(Mux(e > BIAS_FRAC_BITS, e - BIAS_FRAC_BITS, 0)[:6], f"coarse{n}")
             fine = p.stage((Mux(e > BIAS_FRAC_BITS, BIAS_FRAC_BITS, e) - 1)[:4], f"fine{n}")
             c2, r2, rm2 = p.stage(c, f"c2_{n}"), p.stage(r, f"r2_{n}"), p.stage(rm, f"rm2_{n}")
             rshift = p.stage((re - 1)[:6], f"rshift{n}")
-            prod = p.delay(xb * m2, 2, f"prod{n}")
-            rprod = p.delay(r2 * rm2, 2, f"rprod{n}")
-            # s3: the rounding's half folded into the bias: ((v >> f) + 1) >> 1 = (v + 2^f) >>
+            P = stages - 7
+            prod, rprod = (p.delay(split_product(p.product, p.stage, a, b, f"{name}{n}"),
+                                   P - split_latency(len(a), len(b)), f"{name}{n}_wait")
+                           for a, b, name in ((xb, m2, "prod"), (r2, rm2, "rprod")))
+            # the rounding's half folded into the bias: ((v >> f) + 1) >> 1 = (v + 2^f) >>
             # (f + 1), so the rounding needs no carry chain of its own
-            c_half = p.delay(c2 + (Const(1, 16) << fine)[:16], 3, f"chalf{n}")
-            shift = p.delay(fine + 1, 4, f"shift{n}")
-            coarse4, rshift4 = p.delay(coarse, 2, f"coarse{n}"), p.delay(rshift, 2, f"rsh{n}")
-            # s5: the product's shift above the bias's fraction bits, max(e - 16, 0)
+            c_half = p.delay(c2 + (Const(1, 16) << fine)[:16], P + 1, f"chalf{n}")
+            shift = p.delay(fine + 1, P + 2, f"shift{n}")
+            coarse4, rshift4 = p.delay(coarse, P, f"coarse{n}"), p.delay(rshift, P, f"rsh{n}")
+            # the product's shift above the bias's fraction bits, max(e - 16, 0)
             w, rs = p.stage(prod >> coarse4, f"w{n}"), p.stage(rprod >> rshift4, f"rs{n}")
-            # s6: bias and rounding half; s7: the rounding shift, by min(e, 16)
+            # bias and rounding half; then the rounding shift, by min(e, 16)
             wc, ry = p.stage(w + c_half, f"wc{n}"), p.stage((rs + 1) >> 1, f"ry{n}")
             y, ry7 = p.stage(wc >> shift, f"y{n}"), p.stage(ry, f"ry7_{n}")
-            # s8: residual add; s9: clamp
+            # residual add; clamp
             total = p.stage(y + Mux(residual, ry7, 0), f"total{n}")
             hi = Mux(wide, (1 << (OUT_BITS - 1)) - 1, 127)
             lo = Mux(wide, -(1 << (OUT_BITS - 1)), -128)
             out = p.stage(Mux(total > hi, hi, Mux(total < lo, lo, total)), f"out{n}")
             m.d.comb += res.data[n].eq(out[:OUT_BITS])
-        p.connect(self.i, self.o, STAGES)
+        p.connect(self.i, self.o, stages)
         return m
