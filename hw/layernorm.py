@@ -48,11 +48,11 @@ from .rowbuffer import (
     RowReplay,
     call,
     describe,
-    descriptor_fifo,
     ring_slots,
     row_layout,
     row_stage,
     stage_copies,
+    stream_fifo,
 )
 
 __all__ = ["LayerNorm", "OUT_BITS"]
@@ -123,7 +123,7 @@ class LayerNorm(wiring.Component):
         row_n = Mux(tag.first, 0, n_elems) + tag.count
         with m.If(tag.valid):
             m.d.sync += [total.eq(row_total), sumsq.eq(row_sumsq), n_elems.eq(row_n)]
-        loaded_w, loaded = descriptor_fifo(m, row_layout(
+        loaded_w, loaded = stream_fifo(m, row_layout(
             D, S, L, total=signed(self.sum_bits), sumsq=unsigned(vb), n=unsigned(n_bits)),
             S, "loaded")
         m.d.comb += [loaded_w.valid.eq(tag.valid & tag.last),

@@ -28,7 +28,7 @@ from amaranth.lib import data, fifo, stream
 from .pipeline import count_shape, delay, lane_mask, masked_max, register, tree_levels
 from .rowparallel import round_robin
 
-__all__ = ["ring_slots", "row_layout", "describe", "descriptor_fifo", "RowLoader", "RowReplay",
+__all__ = ["ring_slots", "row_layout", "describe", "stream_fifo", "RowLoader", "RowReplay",
            "loaded_with_max", "row_stage", "stage_copies", "call"]
 
 
@@ -54,8 +54,9 @@ def describe(payload, row, **values) -> list:
             *(payload[k].eq(v) for k, v in values.items())]
 
 
-def descriptor_fifo(m: Module, layout, depth: int, name: str, *, buffered: bool = True):
-    """A FIFO of descriptors; returns ``(write stream, read stream)`` with ``layout`` payloads.
+def stream_fifo(m: Module, layout, depth: int, name: str, *, buffered: bool = True):
+    """A FIFO of stream payloads (row descriptors, beats); returns ``(write stream, read
+    stream)`` with ``layout`` payloads.
     ``buffered``: the head in a register (else read from the LUT-RAM, one register fewer on the
     read enable)."""
     f = (fifo.SyncFIFOBuffered if buffered else fifo.SyncFIFO)(width=layout.size, depth=depth)
@@ -123,7 +124,7 @@ def loaded_with_max(m: Module, load: RowLoader, width: int, depth: int, slots: i
     running = Mux(tag.first | (beat_max > row_max), beat_max, row_max)
     with m.If(tag.valid):
         m.d.sync += row_max.eq(running)
-    w, r = descriptor_fifo(m, row_layout(depth, slots, lanes, max=signed(width)), slots,
+    w, r = stream_fifo(m, row_layout(depth, slots, lanes, max=signed(width)), slots,
                            "loaded")
     m.d.comb += [w.valid.eq(tag.valid & tag.last), *describe(w.payload, tag.row, max=running)]
     return r
@@ -152,7 +153,7 @@ class RowReplay:
         # its copies) never drives the wide descriptor register's enable. Its head is read from
         # the LUT-RAM: a head register loaded on the same enable as ``cur`` doubled that
         # enable's fan-out, the Shiftmax's longest path
-        queued_w, rows_in = descriptor_fifo(m, row_shape, 2, f"{name}_rows", buffered=False)
+        queued_w, rows_in = stream_fifo(m, row_shape, 2, f"{name}_rows", buffered=False)
         m.d.comb += [queued_w.payload.eq(rows.payload), queued_w.valid.eq(rows.valid),
                      rows.ready.eq(queued_w.ready)]
         rows = rows_in

@@ -46,7 +46,8 @@ def clamp_bounds(m, x0, n: int, name: str, copies: int = 1) -> list:
     nx0 = tree_sum(terms, stage=lambda v, level: register(m, v, f"{name}_{level}"))
     neg = register(m, -nx0, f"{name}_neg")
     nx0 = register(m, nx0, f"{name}_nx0")
-    return list(zip(replicas(m, nx0, copies, f"{name}_lo"), replicas(m, neg, copies, f"{name}_mag")))
+    return list(zip(replicas(m, nx0, copies, f"{name}_lo"),
+                    replicas(m, neg, copies, f"{name}_mag")))
 
 
 def shift_exp(m, stage, x, x0, n: int, name: str, bound):
