@@ -175,10 +175,13 @@ class Transposer(wiring.Component):
         column = Signal(range(V))           # column being emitted
         primed = Signal()                   # a column of the current bank has been taken
         cur_full = Array(full)[rb]
-        cur_hi = Array(hi)[rb]
         o = self.o
         fire = o.valid & o.ready
-        end = column + 1 == cur_hi
+        # ``column + 1 == hi[rb]`` is a register computed beside ``column`` (a bank's ``hi`` is
+        # written two cycles before it turns full and then holds): the compare in front of the
+        # tile's ``last`` reached the array's handshake and the other transposer's column
+        # selects (12.9 ns at 8x8)
+        end = Signal(name="end")
         rb_next, column_next = Signal(), Signal(range(V))
         m.d.comb += [rb_next.eq(rb), column_next.eq(column)]
         with m.If(fire):
@@ -192,7 +195,8 @@ class Transposer(wiring.Component):
             m.d.comb += column_next.eq(Array(lo)[rb])
         with m.If(self.start):
             m.d.comb += rb_next.eq(0)
-        m.d.sync += [rb.eq(rb_next), column.eq(column_next)]
+        m.d.sync += [rb.eq(rb_next), column.eq(column_next),
+                     end.eq(column_next + 1 == Array(hi)[rb_next])]
         selects = replicas(m, Cat(column_next, rb_next), V, "tsel")
         m.d.comb += [o.valid.eq(cur_full), o.payload.count.eq(V),
                      o.payload.last.eq(Array(tile_last)[rb] & end)]
