@@ -9,6 +9,9 @@ remainder starts as the numerator's top bits). One division at a time: ``i.ready
 busy or while a result waits on ``o``.
 ``den = 0`` gives all ones (callers never divide by zero; the value is defined so a fault cannot
 hang). Radix 4 chains two compare-subtracts per cycle: half the latency for a longer path.
+``split_steps`` goes the other way: each quotient bit takes two cycles, the subtraction (its
+sign is the compare) into registers, then the choice of the new remainder, so no cycle holds both
+a carry chain and the quotient bit's fan-out to every remainder bit (twice the latency).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ class SequentialDivider(wiring.Component):
     """Members: ``i`` (stream of ``{num, den}``), ``o`` (stream of the quotient)."""
 
     def __init__(self, num_bits: int, den_bits: int, bits_per_cycle: int = 1,
-                 quotient_bits: int | None = None):
+                 quotient_bits: int | None = None, split_steps: bool = False):
         quotient_bits = num_bits if quotient_bits is None else quotient_bits
         with validating(self):
             for name, v in (("num_bits", num_bits), ("den_bits", den_bits),
@@ -34,17 +37,20 @@ class SequentialDivider(wiring.Component):
                     raise ValueError(f"{name} must be an integer in [1, 64], not {v!r}")
             if bits_per_cycle not in (1, 2):
                 raise ValueError(f"bits_per_cycle must be 1 or 2, not {bits_per_cycle!r}")
+            if split_steps and bits_per_cycle != 1:
+                raise ValueError("split_steps needs bits_per_cycle 1")
         self.num_bits, self.den_bits, self.bits_per_cycle = num_bits, den_bits, bits_per_cycle
+        self.split_steps = split_steps
         self.quotient_bits = min(quotient_bits, num_bits)
-        self.latency = self.cycles(self.quotient_bits, bits_per_cycle)
+        self.latency = self.cycles(self.quotient_bits, bits_per_cycle, split_steps)
         layout = data.StructLayout({"num": unsigned(num_bits), "den": unsigned(den_bits)})
         super().__init__({"i": In(stream.Signature(layout)),
                           "o": Out(stream.Signature(unsigned(num_bits)))})
 
     @staticmethod
-    def cycles(quotient_bits: int, bits_per_cycle: int) -> int:
+    def cycles(quotient_bits: int, bits_per_cycle: int, split_steps: bool = False) -> int:
         """Cycles from operands accepted to the quotient offered."""
-        return -(-quotient_bits // bits_per_cycle) + 1
+        return -(-quotient_bits // bits_per_cycle) * (2 if split_steps else 1) + 1
 
     def elaborate(self, platform):
         m = Module()
@@ -70,6 +76,21 @@ class SequentialDivider(wiring.Component):
                          rem.eq(self.i.payload.num >> nb)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [count.eq(steps), busy.eq(1)]
+        if self.split_steps:
+            # phase 0: trial - den registered (its sign is the compare); phase 1: the remainder
+            trial = Cat(num[nb - 1], rem)
+            diff = Signal(len(trial) + 1, name="diff")
+            kept = Signal.like(trial, name="kept")
+            chosen = Signal(name="chosen")               # phase 1: diff holds this bit's step
+            with m.If(busy & ~chosen):
+                m.d.sync += [diff.eq(trial - den), kept.eq(trial), chosen.eq(1)]
+            with m.If(chosen):
+                take = ~diff[-1]
+                m.d.sync += [rem.eq(Mux(take, diff, kept)), quot.eq(Cat(take, quot)[:nb]),
+                             num.eq(num << 1), count.eq(count - 1), chosen.eq(0)]
+                with m.If(count == 1):
+                    m.d.sync += [busy.eq(0), self.o.valid.eq(1)]
+            return m
         with m.If(busy):
             r, q = rem, quot
             for j in range(k):

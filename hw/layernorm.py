@@ -64,6 +64,11 @@ IVIT_NEWTON_STEPS = 10
 # copies make up for the longer latency. ivit's ten Newton dividers too (radix 4 limited it to
 # 61 MHz).
 ENGINE_BITS_PER_CYCLE = 1
+# the wide engines (root, Newton steps, reciprocal: 44-bit remainders) take two cycles per bit,
+# the subtraction and then the choice (:class:`SequentialDivider` ``split_steps``): a 44-bit
+# compare-subtract and the bit's fan-out to the remainder in one cycle were the unit's paths
+# (dyad 10.0 ns, ivit 11.5 ns); the mean's divider (a 12-bit remainder) keeps one cycle per bit
+WIDE_ENGINE_SPLIT = True
 LANES_PER_F = 4         # lanes sharing one copy of the row's reciprocal
 
 
@@ -84,9 +89,11 @@ class LayerNorm(wiring.Component):
         # cycles per row of each stage (rows overlap their stages): take the descriptor, hand
         # over operands, the engine, offer the result (+ the mean's rounding and variance states)
         stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 14]
-                  + ([SequentialSqrt.cycles(vb, ENGINE_BITS_PER_CYCLE) + 3] if mode == "dyad" else
-                     [SequentialDivider.cycles(vb, ENGINE_BITS_PER_CYCLE) + 3] * IVIT_NEWTON_STEPS)
-                  + [SequentialDivider.cycles(31, ENGINE_BITS_PER_CYCLE) + 3])
+                  + ([SequentialSqrt.cycles(vb, ENGINE_BITS_PER_CYCLE, WIDE_ENGINE_SPLIT) + 3]
+                     if mode == "dyad" else
+                     [SequentialDivider.cycles(vb, ENGINE_BITS_PER_CYCLE, WIDE_ENGINE_SPLIT) + 3]
+                     * IVIT_NEWTON_STEPS)
+                  + [SequentialDivider.cycles(31, ENGINE_BITS_PER_CYCLE, WIDE_ENGINE_SPLIT) + 3])
         self.stage_copies = [-(-c // self.depth) for c in stages]
         self.slots = ring_slots(sum(stages) + 8, self.depth)
         super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
@@ -198,7 +205,8 @@ class LayerNorm(wiring.Component):
 
         def root(name, i, o):
             """dyad: std = max(isqrt(var), 1), exact."""
-            m.submodules[f"{name}_sqrt"] = sqrt = SequentialSqrt(vb, ENGINE_BITS_PER_CYCLE)
+            m.submodules[f"{name}_sqrt"] = sqrt = SequentialSqrt(vb, ENGINE_BITS_PER_CYCLE,
+                                                                   WIDE_ENGINE_SPLIT)
             std = Signal(vb, name=f"{name}_std")
             with row_stage(m, name, i, o) as row:
                 call(m, sqrt, "RUN", [sqrt.i.payload.eq(row.var)],
@@ -208,7 +216,8 @@ class LayerNorm(wiring.Component):
         def newton_step(first):
             """ivit: k = (k + var // k) >> 1, from k = 2^16."""
             def build(name, i, o):
-                m.submodules[f"{name}_div"] = div = SequentialDivider(vb, vb, ENGINE_BITS_PER_CYCLE)
+                m.submodules[f"{name}_div"] = div = SequentialDivider(
+                    vb, vb, ENGINE_BITS_PER_CYCLE, split_steps=WIDE_ENGINE_SPLIT)
                 k = Signal(vb, name=f"{name}_k")
                 with row_stage(m, name, i, o) as row:
                     k_in = (1 << 16) if first else row.k
@@ -220,7 +229,8 @@ class LayerNorm(wiring.Component):
 
         def reciprocal(name, i, o):
             """f = (2^31 - 1) // std."""
-            m.submodules[f"{name}_div"] = div = SequentialDivider(31, vb, ENGINE_BITS_PER_CYCLE)
+            m.submodules[f"{name}_div"] = div = SequentialDivider(
+                31, vb, ENGINE_BITS_PER_CYCLE, split_steps=WIDE_ENGINE_SPLIT)
             f = Signal(31, name=f"{name}_f")
             with row_stage(m, name, i, o) as row:
                 call(m, div, "RUN", [div.i.payload.num.eq((1 << 31) - 1),

@@ -15,13 +15,16 @@ from hw.gelu import GeluUnit
 from hw.softmax import Shiftmax
 
 
-@pytest.mark.parametrize("radix_bits", [1, 2])
+ENGINE_STEPS = [(1, False), (2, False), (1, True)]       # bits per cycle, split steps
+
+
+@pytest.mark.parametrize("radix_bits, split", ENGINE_STEPS)
 @pytest.mark.parametrize("nb, db", [(8, 4), (31, 31), (62, 40)])
-def test_divider(nb, db, radix_bits):
+def test_divider(nb, db, radix_bits, split):
     rnd = random.Random(nb)
     cases = [((1 << nb) - 1, 1), (0, 5), (5, (1 << db) - 1), ((1 << nb) - 1, (1 << db) - 1),
              (7, 0)] + [(rnd.randrange(1 << nb), rnd.randrange(1, 1 << db)) for _ in range(40)]
-    dut, got = SequentialDivider(nb, db, radix_bits), []
+    dut, got = SequentialDivider(nb, db, radix_bits, split_steps=split), []
 
     async def producer(ctx):
         await feed(ctx, dut.i, [{"num": n, "den": d} for n, d in cases], rnd, 0.3)
@@ -33,9 +36,9 @@ def test_divider(nb, db, radix_bits):
     assert got == [n // d if d else (1 << nb) - 1 for n, d in cases]
 
 
-@pytest.mark.parametrize("radix_bits", [1, 2])
+@pytest.mark.parametrize("radix_bits, split", ENGINE_STEPS)
 @pytest.mark.parametrize("nb, db, qb", [(62, 40, 47), (31, 31, 31), (28, 11, 16), (8, 4, 3)])
-def test_divider_quotient_bound(nb, db, qb, radix_bits):
+def test_divider_quotient_bound(nb, db, qb, radix_bits, split):
     """With ``quotient_bits`` the leading quotient bits are skipped: exact for every division whose
     quotient is below ``2^qb`` (the largest such numerator, the smallest denominators)."""
     rnd = random.Random(nb + qb)
@@ -44,7 +47,7 @@ def test_divider_quotient_bound(nb, db, qb, radix_bits):
         den = rnd.choice([1, 2, 3, (1 << db) - 1, rnd.randrange(1, 1 << db)])
         top = min((1 << nb) - 1, den * (1 << qb) - 1)       # largest num with num // den < 2^qb
         cases.append((rnd.choice([top, 0, rnd.randrange(top + 1)]), den))
-    dut, got = SequentialDivider(nb, db, radix_bits, quotient_bits=qb), []
+    dut, got = SequentialDivider(nb, db, radix_bits, quotient_bits=qb, split_steps=split), []
 
     async def producer(ctx):
         await feed(ctx, dut.i, [{"num": n, "den": d} for n, d in cases], rnd, 0.3)
@@ -124,6 +127,8 @@ def test_gelu_and_divider_errors():
         GeluUnit(lanes=0, in_bits=8)
     with pytest.raises(ValueError, match=r"num_bits must be an integer in \[1, 64\]"):
         SequentialDivider(0, 4)
+    with pytest.raises(ValueError, match="split_steps needs bits_per_cycle 1"):
+        SequentialDivider(8, 4, 2, split_steps=True)
     with pytest.raises(ValueError, match="coefficient does not fit"):
         k = intops.ct_gelu_poly(4 / 127, 8, frac_bits=16)
         gelu_params(intops.GeluPoly(k.seg_shift, k.frac_bits, k.guard, (1 << 30,), (0,), (0,)))
@@ -146,9 +151,9 @@ def test_layernorm_unit(mode, lanes, length, in_bits):
         assert g == intops.layernorm_normalize(row, mode=mode)[0].tolist()
 
 
-@pytest.mark.parametrize("per_cycle", [1, 2])
+@pytest.mark.parametrize("per_cycle, split", ENGINE_STEPS)
 @pytest.mark.parametrize("bits", [2, 9, 45, 62])
-def test_isqrt_unit(bits, per_cycle):
+def test_isqrt_unit(bits, per_cycle, split):
     from hw.isqrt import SequentialSqrt
     rnd = random.Random(bits)
     cases = [c for c in (0, 1, 2, 3, 4, (1 << bits) - 1) if c < 1 << bits]
@@ -157,7 +162,7 @@ def test_isqrt_unit(bits, per_cycle):
     cases += [v for r in roots for v in (r * r - 1, r * r, r * r + 2 * r)]   # each side of a root
     if bits <= 9:
         cases = list(range(1 << bits))
-    dut, got = SequentialSqrt(bits, per_cycle), []
+    dut, got = SequentialSqrt(bits, per_cycle, split), []
 
     async def producer(ctx):
         await feed(ctx, dut.i, cases, rnd, 0.3)
