@@ -24,7 +24,7 @@ congested nets of the board build).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -71,7 +71,7 @@ class Requantizer(wiring.Component):
                 raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self._cfg = config
         lane = lane_layout(config, x_bits)
-        self.stages = 7 + self.product_stages(lane)
+        self.stages = 8 + self.product_stages(lane)
         self.latency = self.stages + Pipeline.OUTPUT_LATENCY
         super().__init__({"i": In(stream.Signature(in_layout(config, x_bits))),
                           "o": Out(stream.Signature(out_layout(config)))})
@@ -93,8 +93,8 @@ class Requantizer(wiring.Component):
         p = Pipeline(m, "rq", platform)
         res = p.result(self.o)
         flags = self.i.payload
-        wide = p.delay(flags.wide, stages - 1, "wide")
-        residual = p.delay(flags.residual, stages - 2, "residual")
+        wide = p.delay(flags.wide, stages - 2, "wide")
+        residual = p.delay(flags.residual, stages - 3, "residual")
         m.d.comb += res.last.eq(p.delay(flags.last, stages, "last"))
 
         for n in range(cfg.requant_lanes):
@@ -112,7 +112,7 @@ class Requantizer(wiring.Component):
             fine = p.stage((Mux(e > BIAS_FRAC_BITS, BIAS_FRAC_BITS, e) - 1)[:4], f"fine{n}")
             c2, r2, rm2 = p.stage(c, f"c2_{n}"), p.stage(r, f"r2_{n}"), p.stage(rm, f"rm2_{n}")
             rshift = p.stage((re - 1)[:6], f"rshift{n}")
-            P = stages - 7
+            P = stages - 8
             prod, rprod = (p.delay(split_product(p.product, p.stage, a, b, f"{name}{n}"),
                                    P - split_latency(len(a), len(b)), f"{name}{n}_wait")
                            for a, b, name in ((xb, m2, "prod"), (r2, rm2, "rprod")))
@@ -126,11 +126,18 @@ class Requantizer(wiring.Component):
             # bias and rounding half; then the rounding shift, by min(e, 16)
             wc, ry = p.stage(w + c_half, f"wc{n}"), p.stage((rs + 1) >> 1, f"ry{n}")
             y, ry7 = p.stage(wc >> shift, f"y{n}"), p.stage(ry, f"ry7_{n}")
-            # residual add; clamp
+            # residual add; the clamp's compares for both output widths (the width flag
+            # choosing the bounds in front of two compares and the choice was 13.5 ns); then the
+            # choice, with the flag copied per lane
             total = p.stage(y + Mux(residual, ry7, 0), f"total{n}")
-            hi = Mux(wide, (1 << (OUT_BITS - 1)) - 1, 127)
-            lo = Mux(wide, -(1 << (OUT_BITS - 1)), -128)
-            out = p.stage(Mux(total > hi, hi, Mux(total < lo, lo, total)), f"out{n}")
+            top = (1 << (OUT_BITS - 1)) - 1
+            beyond = p.stage(Cat(total > 127, total < -128, total > top, total < -top - 1),
+                             f"beyond{n}")
+            kept, wide_n = p.stage(total, f"kept{n}"), p.stage(wide, f"wide_replica{n}")
+            over = Mux(wide_n, beyond[2], beyond[0])
+            under = Mux(wide_n, beyond[3], beyond[1])
+            hi, lo = Mux(wide_n, top, 127), Mux(wide_n, -top - 1, -128)
+            out = p.stage(Mux(over, hi, Mux(under, lo, kept)), f"out{n}")
             m.d.comb += res.data[n].eq(out[:OUT_BITS])
         p.connect(self.i, self.o, stages)
         return m
