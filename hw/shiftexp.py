@@ -38,31 +38,34 @@ def divide_steps(m, stage, rem, d, qbits: int, name: str, carry=()):
 
 
 def clamp_bounds(m, x0, n: int, name: str, copies: int = 1) -> list:
-    """``copies`` of ``(n * x0, -n * x0)``, the clamp of :func:`shift_exp`, each in registers of
-    its own. ``x0`` is a parameter, stable while elements flow, so the product by the constant
-    ``n`` is made once, as shifted adds registered at every level: a multiplier yosys inferred
-    for ``n * x0`` in front of every lane's compare was the ivit Shiftmax's path (19 ns)."""
+    """``copies`` of ``(n * x0, -n * x0, -x0)`` (the clamp of :func:`shift_exp` and its divisor),
+    each in registers of its own. ``x0`` is a parameter, stable while elements flow, so these are
+    made once: the product by the constant ``n`` as shifted adds registered at every level (a
+    multiplier yosys inferred for ``n * x0`` in front of every lane's compare was the ivit
+    Shiftmax's path, 19 ns), and the divisor's negation registered (in front of every division
+    step's compare it was the next one, 19.6 ns)."""
     terms = [x0 << k for k in range(n.bit_length()) if n >> k & 1]
     nx0 = tree_sum(terms, stage=lambda v, level: register(m, v, f"{name}_{level}"))
     neg = register(m, -nx0, f"{name}_neg")
     nx0 = register(m, nx0, f"{name}_nx0")
+    d = register(m, -x0, f"{name}_d")
     return list(zip(replicas(m, nx0, copies, f"{name}_lo"),
-                    replicas(m, neg, copies, f"{name}_mag")))
+                    replicas(m, neg, copies, f"{name}_mag"),
+                    replicas(m, d, copies, f"{name}_div")))
 
 
-def shift_exp(m, stage, x, x0, n: int, name: str, bound):
-    """``stage(value, name)`` registers a value; ``x0`` is the (negative) CT constant, stable
-    while the pipeline runs, and ``bound`` one of its :func:`clamp_bounds` for ``n``."""
+def shift_exp(m, stage, x, n: int, name: str, bound):
+    """``stage(value, name)`` registers a value; ``bound`` is one of :func:`clamp_bounds` for
+    ``n`` and the (negative) CT constant ``x0``, stable while the pipeline runs."""
     xp = stage(x + (x >> 1) - (x >> 4), f"{name}_xp")
     # the clamped value's magnitude (xp <= 0): its negation beside the clamp's compare, not in
     # front of the first division step (that chain was the ivit Shiftmax's path)
-    d = -x0                                           # both the magnitude and d >= 0, <= n * d
-    lo, mag = bound
+    lo, mag, d = bound                                # the magnitude and d = -x0 are >= 0
     rem = stage(Mux(xp < lo, mag, -xp), f"{name}_a")
     qbits = n.bit_length()
     q, rem, _ = divide_steps(m, stage, rem, d, qbits, name)
     # r = -rem is in (x0, 0]; r - 2 * x0 >= 0
-    base, amount = stage(-rem - 2 * x0, f"{name}_base"), stage((n - q)[:qbits], f"{name}_sh")
+    base, amount = stage((d << 1) - rem, f"{name}_base"), stage((n - q)[:qbits], f"{name}_sh")
     coarse = stage(base << Cat(Const(0, 2), amount[2:]), f"{name}_coarse")
     fine = stage(amount[:2], f"{name}_fine")
     return stage((coarse << fine) >> 1, f"{name}_e")

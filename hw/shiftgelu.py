@@ -80,10 +80,9 @@ class ShiftGelu(wiring.Component):
         """``shift_exp(-c)`` for either sign of ``-c``, saturating like the golden, one step per
         stage of ``p`` (:data:`E2_STAGES`; a new row every cycle)."""
         x = -c
-        (lo, _), = clamp_bounds(m, x0, N, "e2_bound")
+        (lo, _, d), = clamp_bounds(m, x0, N, "e2_bound")
         xp = p.stage(x + (x >> 1) - (x >> 4), "e2_xp")
         xc = p.stage(Mux(xp < lo, lo, xp), "e2_xc")
-        d = -x0
         # xc <= 0: q = floor(-xc / d) <= n ;  xc > 0: q = -ceil(xc / d), saturated at -32
         neg = xc <= 0
         mag = Mux(neg, -xc, xc + d - 1)
@@ -97,7 +96,7 @@ class ShiftGelu(wiring.Component):
         r = p.stage(Mux(neg, -rem, xc - qd), "e2_r")       # in (x0, 0]
         big = p.stage(sat | (shift > 40), "e2_big")
         shift = p.stage(shift)
-        base, big, shift = p.stage(r - 2 * x0, "e2_base"), p.stage(big), p.stage(shift[:6])
+        base, big, shift = p.stage(r + (d << 1), "e2_base"), p.stage(big), p.stage(shift[:6])
         e = p.stage((base << shift) >> 1, "e2_e")
         return p.stage(Mux(p.stage(big) | (e > E2_CAP), E2_CAP, e)[:E2_CAP.bit_length()],
                        "e2")
@@ -139,7 +138,7 @@ class ShiftGelu(wiring.Component):
         product_latency = split_latency(SIG_BITS, SIG_BITS)
         for n in range(L):
             q = src.data[n * W:(n + 1) * W].as_signed()
-            e1 = shift_exp(m, p.stage, q - src.row.c, x0, N, f"l{n}", bounds[n])
+            e1 = shift_exp(m, p.stage, q - src.row.c, N, f"l{n}", bounds[n])
             total = p.stage(e1 + e2s[n // 4], f"total{n}")
             s = p.stage(Mux(total > SUM_LIMIT, SUM_LIMIT, total)[:31], f"s{n}")
             f = pipelined_quotient(p, SUM_LIMIT, s, SIG_BITS, name=f"div{n}")

@@ -155,7 +155,7 @@ class Shiftmax(wiring.Component):
             zero, fine = reg(octave4 > DYAD_GUARD, "zero"), reg(octave4[:2], "fine")
             return reg(Mux(zero, 0, coarse >> fine), "e")
         # ivit: the shift-exponential stages, then registers to match the dyad latency
-        e = shift_exp(m, reg, reg(x, "xr"), prm.x0, IVIT_N, f"sx{n}", bound)
+        e = shift_exp(m, reg, reg(x, "xr"), IVIT_N, f"sx{n}", bound)
         return delay(m, e, EXP_LATENCY - 1 - stages(IVIT_N), f"e_ivit{n}_")
 
     def elaborate(self, platform):
