@@ -59,7 +59,7 @@ def config_from_args(args, default=None):
                            f"activations)")
         kw["wbits"] = args.bits
     for name in ("act_bits", "kmax", "lanes", "requant_lanes", "mbits", "device", "mode",
-                 "row_units", "array_dsps", "pe"):
+                 "row_units", "array_dsps", "pe", "split_engines"):
         value = getattr(args, name)
         if value is not None:
             kw["abits" if name == "act_bits" else name] = value
@@ -185,6 +185,9 @@ def add_config_args(p, array_default: str = "16x16"):
     p.add_argument("--pe", default=None, choices=("mac", "fip"),
                    help="array processing element: mac (default) | fip (fast inner product: "
                         "half the multipliers, with per-row/column corrections)")
+    p.add_argument("--split-engines", action="store_true", default=None,
+                   help="LayerNorm's wide engines at two cycles per bit: a faster unit clock, "
+                        "slower rows shorter than max_channels")
     p.add_argument("--array-dsps", type=int, default=None, metavar="N",
                    help="at most N array products in DSP blocks (default: all the requantizers "
                         "and vector units leave; 0: LUT multipliers only)")

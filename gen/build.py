@@ -44,7 +44,8 @@ UNITS = {
                                     max_row=cfg.max_row),
     "gelu": _gelu,
     "layernorm": lambda cfg: LayerNorm(mode=cfg.mode, lanes=cfg.lanes, in_bits=16,
-                                       max_row=cfg.max_channels),
+                                       max_row=cfg.max_channels,
+                                       split_engines=cfg.split_engines),
 }
 
 

@@ -64,11 +64,6 @@ IVIT_NEWTON_STEPS = 10
 # copies make up for the longer latency. ivit's ten Newton dividers too (radix 4 limited it to
 # 61 MHz).
 ENGINE_BITS_PER_CYCLE = 1
-# the wide engines (root, Newton steps, reciprocal: 44-bit remainders) take two cycles per bit,
-# the subtraction and then the choice (:class:`SequentialDivider` ``split_steps``): a 44-bit
-# compare-subtract and the bit's fan-out to the remainder in one cycle were the unit's paths
-# (dyad 10.0 ns, ivit 11.5 ns); the mean's divider (a 12-bit remainder) keeps one cycle per bit
-WIDE_ENGINE_SPLIT = True
 LANES_PER_F = 4         # lanes sharing one copy of the row's reciprocal
 
 
@@ -76,11 +71,18 @@ class LayerNorm(wiring.Component):
     """Members: ``i`` (signed ``in_bits`` elements, row framing), ``o`` (32-bit normalised values,
     same framing), ``error`` (sticky: a row longer than ``max_row``; its excess was dropped)."""
 
-    def __init__(self, *, mode: str, lanes: int, in_bits: int = 16, max_row: int = 1024):
+    def __init__(self, *, mode: str, lanes: int, in_bits: int = 16, max_row: int = 1024,
+                 split_engines: bool = False):
         with validating(self):
             check_row_unit(mode=mode, lanes=lanes, in_bits=in_bits, max_row=max_row,
                            max_row_limit=1024)
         self.mode, self.lanes, self.in_bits, self.max_row = mode, lanes, in_bits, max_row
+        # ``split_engines``: the wide engines (root, Newton steps, reciprocal: 44-bit remainders)
+        # take two cycles per bit, the subtraction and then the choice (``split_steps``): a 44-bit
+        # compare-subtract and the bit's fan-out to the remainder in one cycle were the 16-lane
+        # unit's paths (dyad 10.0 ns, ivit 11.5 ns); rows shorter than the engines' latency then
+        # wait twice as long. The mean's divider (a 12-bit remainder) keeps one cycle per bit
+        self.split = split = split_engines
         self.depth = -(-max_row // lanes)
         log_c = math.ceil(math.log2(max_row + 1))
         self.sum_bits = in_bits + log_c + 1
@@ -89,11 +91,11 @@ class LayerNorm(wiring.Component):
         # cycles per row of each stage (rows overlap their stages): take the descriptor, hand
         # over operands, the engine, offer the result (+ the mean's rounding and variance states)
         stages = ([SequentialDivider.cycles(in_bits, ENGINE_BITS_PER_CYCLE) + 14]
-                  + ([SequentialSqrt.cycles(vb, ENGINE_BITS_PER_CYCLE, WIDE_ENGINE_SPLIT) + 3]
+                  + ([SequentialSqrt.cycles(vb, ENGINE_BITS_PER_CYCLE, split) + 3]
                      if mode == "dyad" else
-                     [SequentialDivider.cycles(vb, ENGINE_BITS_PER_CYCLE, WIDE_ENGINE_SPLIT) + 3]
+                     [SequentialDivider.cycles(vb, ENGINE_BITS_PER_CYCLE, split) + 3]
                      * IVIT_NEWTON_STEPS)
-                  + [SequentialDivider.cycles(31, ENGINE_BITS_PER_CYCLE, WIDE_ENGINE_SPLIT) + 3])
+                  + [SequentialDivider.cycles(31, ENGINE_BITS_PER_CYCLE, split) + 3])
         self.stage_copies = [-(-c // self.depth) for c in stages]
         self.slots = ring_slots(sum(stages) + 8, self.depth)
         super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
@@ -206,7 +208,7 @@ class LayerNorm(wiring.Component):
         def root(name, i, o):
             """dyad: std = max(isqrt(var), 1), exact."""
             m.submodules[f"{name}_sqrt"] = sqrt = SequentialSqrt(vb, ENGINE_BITS_PER_CYCLE,
-                                                                   WIDE_ENGINE_SPLIT)
+                                                                   self.split)
             std = Signal(vb, name=f"{name}_std")
             with row_stage(m, name, i, o) as row:
                 call(m, sqrt, "RUN", [sqrt.i.payload.eq(row.var)],
@@ -217,7 +219,7 @@ class LayerNorm(wiring.Component):
             """ivit: k = (k + var // k) >> 1, from k = 2^16."""
             def build(name, i, o):
                 m.submodules[f"{name}_div"] = div = SequentialDivider(
-                    vb, vb, ENGINE_BITS_PER_CYCLE, split_steps=WIDE_ENGINE_SPLIT)
+                    vb, vb, ENGINE_BITS_PER_CYCLE, split_steps=self.split)
                 k = Signal(vb, name=f"{name}_k")
                 with row_stage(m, name, i, o) as row:
                     k_in = (1 << 16) if first else row.k
@@ -230,7 +232,7 @@ class LayerNorm(wiring.Component):
         def reciprocal(name, i, o):
             """f = (2^31 - 1) // std."""
             m.submodules[f"{name}_div"] = div = SequentialDivider(
-                31, vb, ENGINE_BITS_PER_CYCLE, split_steps=WIDE_ENGINE_SPLIT)
+                31, vb, ENGINE_BITS_PER_CYCLE, split_steps=self.split)
             f = Signal(31, name=f"{name}_f")
             with row_stage(m, name, i, o) as row:
                 call(m, div, "RUN", [div.i.payload.num.eq((1 << 31) - 1),

@@ -100,7 +100,8 @@ class Accelerator(wiring.Component):
         else:
             gelu = GeluUnit(lanes=L, in_bits=VEC_IN_BITS)      # element-wise: no row latency
         ln = RowParallel(lambda: LayerNorm(mode=cfg.mode, lanes=L, in_bits=VEC_IN_BITS,
-                                           max_row=cfg.max_channels), copies)
+                                           max_row=cfg.max_channels,
+                                           split_engines=cfg.split_engines), copies)
         return smx, gelu, ln
 
     def elaborate(self, platform):

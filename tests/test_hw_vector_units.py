@@ -14,7 +14,6 @@ from hw.divider import SequentialDivider
 from hw.gelu import GeluUnit
 from hw.softmax import Shiftmax
 
-
 ENGINE_STEPS = [(1, False), (2, False), (1, True)]       # bits per cycle, split steps
 
 
@@ -135,9 +134,10 @@ def test_gelu_and_divider_errors():
 
 
 @pytest.mark.parametrize("mode", ["ivit", "dyad"])
-@pytest.mark.parametrize("lanes, length, in_bits",
-                         [(4, 18, 16), (3, 9, 8), (1, 1, 16), (4, 32, 16)])
-def test_layernorm_unit(mode, lanes, length, in_bits):
+@pytest.mark.parametrize("lanes, length, in_bits, split",
+                         [(4, 18, 16, False), (3, 9, 8, False), (1, 1, 16, False),
+                          (4, 32, 16, False), (4, 18, 16, True), (1, 3, 8, True)])
+def test_layernorm_unit(mode, lanes, length, in_bits, split):
     from hw.layernorm import LayerNorm
     rng = np.random.default_rng(length + lanes)
     hi = (1 << (in_bits - 1)) - 1
@@ -145,7 +145,8 @@ def test_layernorm_unit(mode, lanes, length, in_bits):
             for s in (0.01, 0.3, 1.0)]
     rows += [np.full(length, 77), np.full(length, -hi - 1), np.arange(length) - length // 2,
              np.where(np.arange(length) % 2, hi, -hi - 1)]
-    got = _rows_through(LayerNorm(mode=mode, lanes=lanes, in_bits=in_bits, max_row=32), rows,
+    got = _rows_through(LayerNorm(mode=mode, lanes=lanes, in_bits=in_bits, max_row=32,
+                                  split_engines=split), rows,
                         lanes, None, 0.3)
     for row, g in zip(rows, got):
         assert g == intops.layernorm_normalize(row, mode=mode)[0].tolist()
