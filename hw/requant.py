@@ -37,6 +37,9 @@ __all__ = ["Requantizer", "lane_layout", "in_layout", "out_layout", "BIAS_FRAC_B
 BIAS_FRAC_BITS = 16
 OUT_BITS = 16
 RES_BITS = 16
+# stages besides the products: inputs, bias add, shift, bias and half, rounding shift, residual,
+# clamp compares, clamp choice
+STAGES_BESIDE_PRODUCTS = 8
 
 
 def lane_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
@@ -71,7 +74,8 @@ class Requantizer(wiring.Component):
                 raise TypeError(f"config must be an AcceleratorConfig, not {config!r}")
         self._cfg = config
         lane = lane_layout(config, x_bits)
-        self.stages = 8 + self.product_stages(lane)
+        self.product_latency = self.product_stages(lane)
+        self.stages = STAGES_BESIDE_PRODUCTS + self.product_latency
         self.latency = self.stages + Pipeline.OUTPUT_LATENCY
         super().__init__({"i": In(stream.Signature(in_layout(config, x_bits))),
                           "o": Out(stream.Signature(out_layout(config)))})
@@ -112,7 +116,7 @@ class Requantizer(wiring.Component):
             fine = p.stage((Mux(e > BIAS_FRAC_BITS, BIAS_FRAC_BITS, e) - 1)[:4], f"fine{n}")
             c2, r2, rm2 = p.stage(c, f"c2_{n}"), p.stage(r, f"r2_{n}"), p.stage(rm, f"rm2_{n}")
             rshift = p.stage((re - 1)[:6], f"rshift{n}")
-            P = stages - 8
+            P = self.product_latency
             prod, rprod = (p.delay(split_product(p.product, p.stage, a, b, f"{name}{n}"),
                                    P - split_latency(len(a), len(b)), f"{name}{n}_wait")
                            for a, b, name in ((xb, m2, "prod"), (r2, rm2, "rprod")))
