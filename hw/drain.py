@@ -25,7 +25,8 @@ A second job may be started while one drains (chained GEMMs): it waits in a one-
 (``free`` is low while it is occupied) and becomes active after the current job's last row; the
 fields the later stages need travel with each beat, so the switch never touches a beat in flight.
 The job's fields must be stable from the cycle before ``start`` (the controller holds its
-instruction for several): the tile-row count is a product registered from them.
+instruction for several). The job's end is counted in two levels, rows (gemm: tile rows) per
+column block and blocks, so no product of the fields sits in front of the count.
 """
 from __future__ import annotations
 
@@ -75,33 +76,46 @@ class Drain(wiring.Component):
         # ---- jobs: the active one and one queued behind it -----------------------------------
         # A GEMM may start while the previous GEMM's last tiles still drain (the controller checks
         # ``free``); its fields wait in ``pending`` and become active after that GEMM's last row.
+        rows_bits = DIM_BITS + log_v + 1
         job = data.StructLayout({
             "gemm": 1, "m": DIM_BITS, "n": DIM_BITS, "n_inner": DIM_BITS, "wide": 1,
             "residual": 1, "rm": signed(32), "re": 6, "o_base": ADDR_BITS,
             "o_stride": ADDR_BITS, "o_lane": range(V), "r_base": ADDR_BITS,
-            "r_stride": ADDR_BITS, "p_index": ADDR_BITS, "rows": DIM_BITS * 2 + 1})
+            "r_stride": ADDR_BITS, "p_index": ADDR_BITS,
+            # rows (gemm: tile rows) per column block, blocks (rows: one), and whether each is 1
+            "block_rows": rows_bits, "blocks": DIM_BITS, "row1": 1, "block1": 1})
         incoming = Signal(job)
-        # rows (gemm: tile rows) of the job, from the fields in two registered steps (the
-        # controller holds them from two cycles before ``start``: CONSTANTS, LATCH), so the
-        # instruction decode and the product are off the start path
+        # the counts from the fields in two registered steps (the controller holds them from two
+        # cycles before ``start``: CONSTANTS, LATCH), so the instruction decode is off the start
+        # path
         blocks, n_inner = Signal(DIM_BITS), Signal(DIM_BITS)
         gemm, m_rows = Signal(), Signal(DIM_BITS)
         m.d.sync += [blocks.eq((self.n + V - 1) >> log_v), n_inner.eq(self.n_inner),
                      gemm.eq(self.gemm), m_rows.eq(self.m)]
-        rows = Signal(DIM_BITS * 2 + 1)
-        m.d.sync += rows.eq(Mux(gemm, (n_inner * blocks) << log_v, m_rows))
-        m.d.comb += [getattr(incoming, f).eq(getattr(self, f)) for f, _ in job if f != "rows"]
-        m.d.comb += incoming.rows.eq(rows)
+        per_block = Mux(gemm, n_inner << log_v, m_rows)
+        n_blocks = Mux(per_block == 0, 0, Mux(gemm, blocks, 1))
+        counts = Signal.like(incoming)
+        m.d.sync += [counts.block_rows.eq(per_block), counts.blocks.eq(n_blocks),
+                     counts.row1.eq(per_block == 1), counts.block1.eq(n_blocks == 1)]
+        m.d.comb += [getattr(incoming, f).eq(getattr(self, f)) for f, _ in job
+                     if f not in ("block_rows", "blocks", "row1", "block1")]
+        m.d.comb += [getattr(incoming, f).eq(getattr(counts, f))
+                     for f in ("block_rows", "blocks", "row1", "block1")]
         act, pending, pending_valid = Signal(job), Signal(job), Signal()
         t, blk = Signal(DIM_BITS + 1), Signal(DIM_BITS)
         o_blk, r_blk = Signal(ADDR_BITS), Signal(ADDR_BITS)
         lanes_left = Signal(signed(DIM_BITS + 2))
-        remaining = Signal(DIM_BITS * 2 + 1)        # rows (gemm: tile rows) still to come
-        last_row = Signal()                         # remaining == 1, kept beside it
+        rows_left = Signal(rows_bits)               # rows still to come in this column block
+        blocks_left = Signal(DIM_BITS)              # column blocks not finished (0: idle)
+        block_row1 = Signal()                       # rows_left == 1, kept beside it
+        block_only = Signal()                       # blocks_left == 1, kept beside it
+        last_row = Signal()                         # the job's last row comes next
 
         def activate(j):
             return [act.eq(j), t.eq(0), blk.eq(0), o_blk.eq(j.o_base), r_blk.eq(j.r_base),
-                    lanes_left.eq(j.n), remaining.eq(j.rows), last_row.eq(j.rows == 1)]
+                    lanes_left.eq(j.n), rows_left.eq(j.block_rows), blocks_left.eq(j.blocks),
+                    block_row1.eq(j.row1), block_only.eq(j.block1),
+                    last_row.eq(j.row1 & j.block1)]
 
         # ---- stage 0: accept a beat, read its parameters and residual -------------------------
         # (stage 1 holds a word for its V / R requantiser parts; the next is taken with the last)
@@ -138,7 +152,13 @@ class Drain(wiring.Component):
                          s1_n.eq(Mux(act.gemm, Mux(lanes_left > V, V, lanes_left), beat.count)),
                          s1_job.eq(act)]
             with m.If(row_end):
-                m.d.sync += [remaining.eq(remaining - 1), last_row.eq(remaining == 2)]
+                with m.If(block_row1):
+                    m.d.sync += [rows_left.eq(act.block_rows), blocks_left.eq(blocks_left - 1),
+                                 block_row1.eq(act.row1), block_only.eq(blocks_left == 2),
+                                 last_row.eq(act.row1 & (blocks_left == 2))]
+                with m.Else():
+                    m.d.sync += [rows_left.eq(rows_left - 1), block_row1.eq(rows_left == 2),
+                                 last_row.eq(block_only & (rows_left == 2))]
             with m.If(act.gemm):
                 with m.If(t + 1 == (act.n_inner << log_v)):
                     m.d.sync += [t.eq(0), blk.eq(blk + 1), o_blk.eq(o_blk + act.o_stride),
@@ -154,7 +174,7 @@ class Drain(wiring.Component):
         # job changes win over the per-beat updates above (they come later)
         finishing = take & row_end & last_row
         with m.If(self.start):
-            with m.If((remaining != 0) & ~finishing):
+            with m.If((blocks_left != 0) & ~finishing):
                 m.d.sync += [pending.eq(incoming), pending_valid.eq(1)]
             with m.Else():
                 m.d.sync += activate(incoming)
@@ -218,6 +238,6 @@ class Drain(wiring.Component):
 
         busy_pipe = Signal()
         m.d.comb += busy_pipe.eq(Cat(s[0] for s in side).any() | self.w_en.any())
-        m.d.comb += self.done.eq((remaining == 0) & ~pending_valid & ~busy_pipe)
+        m.d.comb += self.done.eq((blocks_left == 0) & ~pending_valid & ~busy_pipe)
         m.d.comb += self.row.eq(take & row_end)
         return m
