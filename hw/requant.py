@@ -37,9 +37,16 @@ __all__ = ["Requantizer", "lane_layout", "in_layout", "out_layout", "BIAS_FRAC_B
 BIAS_FRAC_BITS = 16
 OUT_BITS = 16
 RES_BITS = 16
-# stages besides the products: inputs, bias add, shift, bias and half, rounding shift, residual,
-# clamp compares, clamp choice
-STAGES_BESIDE_PRODUCTS = 8
+# stages besides the products: inputs, bias add, the shift by the amount's multiple of 8, by its
+# rest, bias and half, rounding shift, residual, clamp compares, clamp choice
+STAGES_BESIDE_PRODUCTS = 9
+
+
+def two_stage_shift(p: Pipeline, value, amount, name: str):
+    """``value >> amount`` two pipeline stages later: by the amount's multiple of 8 (one 8:1
+    multiplexer level), then by the rest."""
+    coarse = p.stage(value >> Cat(Const(0, 3), amount[3:]), f"{name}_by8")
+    return p.stage(coarse >> p.stage(amount[:3], f"{name}_rest"), name)
 
 
 def lane_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
@@ -122,11 +129,14 @@ class Requantizer(wiring.Component):
                            for a, b, name in ((xb, m2, "prod"), (r2, rm2, "rprod")))
             # the rounding's half folded into the bias: ((v >> f) + 1) >> 1 = (v + 2^f) >>
             # (f + 1), so the rounding needs no carry chain of its own
-            c_half = p.delay(c2 + (Const(1, 16) << fine)[:16], P + 1, f"chalf{n}")
-            shift = p.delay(fine + 1, P + 2, f"shift{n}")
+            c_half = p.delay(c2 + (Const(1, 16) << fine)[:16], P + 2, f"chalf{n}")
+            shift = p.delay(fine + 1, P + 3, f"shift{n}")
             coarse4, rshift4 = p.delay(coarse, P, f"coarse{n}"), p.delay(rshift, P, f"rsh{n}")
-            # the product's shift above the bias's fraction bits, max(e - 16, 0)
-            w, rs = p.stage(prod >> coarse4, f"w{n}"), p.stage(rprod >> rshift4, f"rs{n}")
+            # the product's shift above the bias's fraction bits, max(e - 16, 0), and the
+            # residual product's; each in two stages (a 64-bit shifter by 6 bits in one stage
+            # was the 8-lane requantiser's longest path)
+            w = two_stage_shift(p, prod, coarse4, f"w{n}")
+            rs = two_stage_shift(p, rprod, rshift4, f"rs{n}")
             # bias and rounding half; then the rounding shift, by min(e, 16)
             wc, ry = p.stage(w + c_half, f"wc{n}"), p.stage((rs + 1) >> 1, f"ry{n}")
             y, ry7 = p.stage(wc >> shift, f"y{n}"), p.stage(ry, f"ry7_{n}")
