@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, signed, unsigned
 
-__all__ = ["Target", "LATENCY", "PORT_BITS", "product", "uses_primitive"]
+__all__ = ["Target", "LATENCY", "PORT_BITS", "family", "product", "uses_primitive"]
 
 LATENCY = 2
 PORT_BITS = 18
@@ -32,10 +32,15 @@ class Target:
     family: str
 
 
+def family(platform) -> str | None:
+    """The FPGA family ``platform`` elaborates for (``None``: generic, e.g. simulation)."""
+    return getattr(platform, "family", None)
+
+
 def uses_primitive(platform, a, b) -> bool:
     """Whether ``product(platform, a, b)`` becomes one MULT18X18D with its registers on (each
     operand, signed or not, at most 18 bits: the block's ``SIGNEDA``/``SIGNEDB`` say which)."""
-    return (getattr(platform, "family", None) == "ecp5"
+    return (family(platform) == "ecp5"
             and len(a) <= PORT_BITS and len(b) <= PORT_BITS)
 
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 import math
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from . import dsp, pipeline
+from .bram import RegisteredReadMemory
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .isqrt import SequentialSqrt
@@ -107,8 +108,8 @@ class LayerNorm(wiring.Component):
         L, W, D, S = self.lanes, self.in_bits, self.depth, self.slots
         vb = self.var_bits
         n_bits = self.max_row.bit_length()
-        m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * W), depth=S * D, init=[])
-        row_w, row_r = rowbuf.write_port(), rowbuf.read_port()
+        m.submodules.rowbuf = rowbuf = RegisteredReadMemory(L * W, S * D)
+        row_w, row_r = rowbuf.write, rowbuf.read
 
         # ---- load: the row into its slot; its sum, sum of squares and length --------------------
         load = RowLoader(m, self.i, row_w, D, S, L, self.error)

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream
 
+from . import bram
 from .pipeline import count_shape, delay, lane_mask, masked_max, register, tree_levels
 from .rowparallel import round_robin
 
@@ -133,15 +134,17 @@ def loaded_with_max(m: Module, load: RowLoader, width: int, depth: int, slots: i
 class RowReplay:
     """Replays buffered rows as the stream ``o`` (payload ``data``: the buffer word, ``count``,
     ``last``, ``index``: the beat's place in its row, ``row``: its descriptor): takes descriptors
-    from ``rows`` and reads their beats from ``read_port`` back to back, the next row's first
-    read the cycle after the previous row's last. Two free-running stages (the synchronous read,
-    then its word registered, so no block-RAM output drives arithmetic): ``o.ready`` is the
+    from ``rows`` and reads their beats from ``read_port`` (the ``read`` side of a
+    :class:`hw.bram.RegisteredReadMemory`) back to back, the next row's first read the cycle
+    after the previous row's last. Two free-running stages (the synchronous read, then its word
+    registered, inside the block RAM on ECP5, so no block-RAM output drives arithmetic or
+    routing): ``o.ready`` is the
     consumer's permission to *issue* a read, and the beat arrives :data:`LATENCY` cycles later,
     when it must be taken (a :class:`~hw.pipeline.Pipeline` connected with ``lead=LATENCY``
     does both). ``done`` pulses as a row's last read is issued: its slot may be written from the
     next cycle on."""
 
-    LATENCY = 2
+    LATENCY = bram.LATENCY
 
     def __init__(self, m: Module, read_port, rows, lanes: int, name: str = "replay"):
         row_shape = rows.payload.shape()
@@ -169,7 +172,7 @@ class RowReplay:
         m.d.comb += [issue.eq(self.o.ready & busy),
                      rows.ready.eq(~busy | (self.o.ready & is_last)),
                      self.done.eq(issue & is_last),
-                     read_port.addr.eq(addr), read_port.en.eq(1)]
+                     read_port.addr.eq(addr)]
         with m.If(issue):
             m.d.sync += [ptr.eq(ptr + 1), addr.eq(addr + 1), is_last.eq(ptr + 2 == cur.beats)]
             with m.If(is_last):
@@ -181,7 +184,8 @@ class RowReplay:
         def reg(value, label):
             return register(m, value, f"{name}_{label}")
 
-        # stage 1 (the read is in flight): framing; stage 2: the word and the framing registered
+        # stage 1 (the read is in flight): framing; stage 2: the word (registered in the memory)
+        # and the framing registered
         valid1, last1 = reg(issue, "valid1"), reg(is_last, "last1")
         count1 = reg(Mux(is_last, cur.last_count, lanes), "count1")
         index1, row1 = reg(ptr, "index1"), reg(cur, "row1")
@@ -190,7 +194,7 @@ class RowReplay:
                      o.payload.count.eq(reg(count1, "count2")),
                      o.payload.index.eq(reg(index1, "index2")),
                      o.payload.row.eq(reg(row1, "row2")),
-                     o.payload.data.eq(reg(read_port.data, "word"))]
+                     o.payload.data.eq(read_port.data)]
 
 
 @contextmanager

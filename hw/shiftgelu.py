@@ -18,9 +18,10 @@ Valid for ``|x0| < 256`` (``1.702 * S > 1/256``), which :func:`gen.unit_params.s
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Mux, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .bram import RegisteredReadMemory
 from .checks import check_row_unit, validating
 from .divider import pipelined_quotient
 from .dsp import LATENCY as PRODUCT_LATENCY
@@ -105,9 +106,8 @@ class ShiftGelu(wiring.Component):
         m = Module()
         L, W, D, S = self.lanes, self.in_bits, self.depth, self.slots
         x0 = self.params.x0
-        m.submodules.rowbuf = rowbuf = memory.Memory(shape=unsigned(L * W), depth=S * D,
-                                                     init=[])
-        row_w, row_r = rowbuf.write_port(), rowbuf.read_port()
+        m.submodules.rowbuf = rowbuf = RegisteredReadMemory(L * W, S * D)
+        row_w, row_r = rowbuf.write, rowbuf.read
 
         # ---- load: the row into its slot, its maximum c -----------------------------------------
         load = RowLoader(m, self.i, row_w, D, S, L, self.error)

@@ -25,9 +25,10 @@ from __future__ import annotations
 import math
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .bram import RegisteredReadMemory
 from .checks import check_row_unit, validating
 from .divider import SequentialDivider
 from .dsp import product
@@ -161,12 +162,10 @@ class Shiftmax(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L, prm, D, S = self.lanes, self.params, self.depth, self.slots
-        m.submodules.xbuf = xbuf = memory.Memory(shape=unsigned(L * self.in_bits),
-                                                 depth=S * D, init=[])
-        m.submodules.ebuf = ebuf = memory.Memory(shape=unsigned(L * self.e_bits),
-                                                 depth=S * D, init=[])
-        x_w, x_r = xbuf.write_port(), xbuf.read_port()
-        e_w, e_r = ebuf.write_port(), ebuf.read_port()
+        m.submodules.xbuf = xbuf = RegisteredReadMemory(L * self.in_bits, S * D)
+        m.submodules.ebuf = ebuf = RegisteredReadMemory(L * self.e_bits, S * D)
+        x_w, x_r = xbuf.write, xbuf.read
+        e_w, e_r = ebuf.write, ebuf.read
 
         # ---- load: the row into its slot, its maximum -----------------------------------------
         load = RowLoader(m, self.i, x_w, D, S, L, self.error)

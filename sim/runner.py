@@ -14,11 +14,12 @@ import os
 from pathlib import Path
 
 __all__ = ["verilator_bin", "write_if_changed", "build_dir_for", "run_cocotb", "BenchFailed",
-           "DSP_MODELS"]
+           "PRIMITIVE_MODELS"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # models of the vendor primitives the gateware instantiates when elaborated for a device family
-DSP_MODELS = {"ecp5": [ROOT / "sim" / "models" / "MULT18X18D.v"]}
+PRIMITIVE_MODELS = {"ecp5": [ROOT / "sim" / "models" / f"{name}.v"
+                             for name in ("MULT18X18D", "DP16KD")]}
 VERILATOR_ARGS = [
     "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE",
     "-O3", "--x-assign", "fast", "--x-initial", "fast",
@@ -75,7 +76,7 @@ def run_cocotb(design, toplevel: str, test_module: str, build_dir: Path, *,
     touches only top-level ports, so internal signals need not be public (cocotb's runner makes
     every signal public, which keeps Verilator from optimising the model). ``platform``: what the
     design is elaborated for (e.g. ``hw.dsp.Target("ecp5")``: vendor primitives, whose models
-    are then listed in ``sources``, such as :data:`DSP_MODELS`)."""
+    are then listed in ``sources``, such as :data:`PRIMITIVE_MODELS`)."""
     from amaranth.back import verilog
     from cocotb_tools.runner import get_results, get_runner
 

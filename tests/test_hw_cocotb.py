@@ -64,7 +64,7 @@ def test_requant(kw):
 VECTOR_UNITS = [
     ("gelu", dict(lanes=1, in_bits=8)),
     ("gelu", dict(lanes=16, in_bits=16)),
-    ("shiftgelu", dict(lanes=4, in_bits=8, max_row=64)),
+    ("shiftgelu", dict(lanes=4, in_bits=8, max_row=64), "ecp5"),
     ("shiftgelu", dict(lanes=1, in_bits=16, max_row=16)),
     ("shiftmax", dict(mode="dyad", lanes=1, in_bits=8, max_row=24)),
     ("shiftmax", dict(mode="dyad", lanes=16, in_bits=8, max_row=200), "ecp5"),
@@ -92,11 +92,28 @@ def test_vector_unit(unit, args, family):
     from hw.layernorm import LayerNorm
     from hw.shiftgelu import ShiftGelu
     from hw.softmax import Shiftmax
-    from sim.runner import DSP_MODELS
+    from sim.runner import PRIMITIVE_MODELS
     ctor = {"gelu": GeluUnit, "shiftgelu": ShiftGelu, "shiftmax": Shiftmax,
             "layernorm": LayerNorm}[unit]
     platform = Target(family) if family else None
     run_cocotb(ctor(**args), unit, "sim.bench_vector",
                build_dir_for(unit, {**args, **({"family": family} if family else {})}),
                env={"DYAD_UNIT": unit, "DYAD_UNIT_ARGS": json.dumps(args)},
-               platform=platform, sources=DSP_MODELS[family] if family else ())
+               platform=platform, sources=PRIMITIVE_MODELS[family] if family else ())
+
+
+@pytest.mark.parametrize("width, depth, family", [(1, 2, None), (37, 100, None),
+                                                  (36, 1024, "ecp5"), (19, 300, "ecp5"),
+                                                  (18, 1025, "ecp5")])
+def test_registered_read_memory(width, depth, family):
+    """The row buffers' memory: DP16KD blocks with their output registers on ECP5 (through the
+    block's model), a fabric memory and register elsewhere or when deeper than one block."""
+    from hw.bram import RegisteredReadMemory
+    from hw.dsp import Target
+    from sim.runner import PRIMITIVE_MODELS
+    args = {"width": width, "depth": depth, **({"family": family} if family else {})}
+    run_cocotb(RegisteredReadMemory(width, depth), "bram", "sim.bench_bram",
+               build_dir_for("bram", args), env={"DYAD_WIDTH": str(width),
+                                                 "DYAD_DEPTH": str(depth)},
+               platform=Target(family) if family else None,
+               sources=PRIMITIVE_MODELS[family] if family else ())

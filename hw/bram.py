@@ -1,0 +1,92 @@
+"""A simple dual-port memory whose read data is registered twice: ``read.data`` is the word at
+``read.addr`` two cycles (:data:`LATENCY`) later, free-running (no read enable), the form the row
+buffers read in (:class:`hw.rowbuffer.RowReplay`).
+
+Elaborated for ECP5 (see :mod:`hw.dsp`), a memory of at most 1024 words becomes DP16KD blocks of
+1024 x 18 bits side by side (port A writes, port B reads) with the block's own output register
+on (``REGMODE_B = "OUTREG"``), so the second register is inside the block. yosys maps a memory
+onto DP16KD with that register off and never moves a fabric register into it, and a DP16KD
+without it takes 5.8 ns from clock to data (nextpnr's timing model), most of a 150 MHz cycle
+before any routing: it was the 16-lane LayerNorm's longest path.
+
+Everywhere else (simulation, iCE40, deeper memories) it is a ``lib.memory.Memory`` with a
+synchronous read port and a fabric register after it: the same behaviour and latency, which the
+simulations check; the primitive's wiring is checked against a model of the block
+(``sim/models/DP16KD.v``) under Verilator.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Signal, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from .dsp import family
+
+__all__ = ["LATENCY", "BLOCK_WIDTH", "BLOCK_DEPTH", "RegisteredReadMemory"]
+
+LATENCY = 2
+BLOCK_WIDTH, BLOCK_DEPTH = 18, 1024
+
+
+class RegisteredReadMemory(wiring.Component):
+    """``depth`` words of ``width`` bits: ``write`` (``addr``, ``data``, ``en``) stores a word at
+    the clock edge; ``read.data`` is the word at ``read.addr`` :data:`LATENCY` cycles later (a
+    word written no later than the cycle before the read's address)."""
+
+    def __init__(self, width: int, depth: int):
+        if width < 1 or depth < 1:
+            raise ValueError(f"RegisteredReadMemory: width and depth must be >= 1, got "
+                             f"{width} x {depth}")
+        self.width, self.depth = width, depth
+        abits = max(1, (depth - 1).bit_length())
+        super().__init__({
+            "write": In(wiring.Signature({"addr": Out(abits), "data": Out(width),
+                                          "en": Out(1)})),
+            "read": In(wiring.Signature({"addr": Out(abits), "data": In(width)})),
+        })
+
+    @staticmethod
+    def uses_blocks(platform, depth: int) -> bool:
+        """Whether the memory becomes DP16KD blocks with their output registers on."""
+        return family(platform) == "ecp5" and depth <= BLOCK_DEPTH
+
+    def elaborate(self, platform):
+        m = Module()
+        if self.uses_blocks(platform, self.depth):
+            self._blocks(m)
+            return m
+        m.submodules.mem = mem = memory.Memory(shape=unsigned(self.width), depth=self.depth,
+                                               init=[])
+        w, r = mem.write_port(), mem.read_port()
+        m.d.comb += [w.addr.eq(self.write.addr), w.data.eq(self.write.data),
+                     w.en.eq(self.write.en), r.addr.eq(self.read.addr)]
+        m.d.sync += self.read.data.eq(r.data)
+        return m
+
+    def _blocks(self, m: Module) -> None:
+        waddr, raddr = Signal(10), Signal(10)
+        m.d.comb += [waddr.eq(self.write.addr), raddr.eq(self.read.addr)]
+        for k in range(-(-self.width // BLOCK_WIDTH)):
+            lo = k * BLOCK_WIDTH
+            bits = min(BLOCK_WIDTH, self.width - lo)
+            di, do = Signal(BLOCK_WIDTH, name=f"di{k}"), Signal(BLOCK_WIDTH, name=f"do{k}")
+            m.d.comb += [di.eq(self.write.data[lo:lo + bits]),
+                         self.read.data[lo:lo + bits].eq(do[:bits])]
+            ports = {"i_CLKA": ClockSignal(), "i_CEA": Const(1), "i_OCEA": Const(1),
+                     "i_WEA": self.write.en, "i_RSTA": Const(0),
+                     "i_CLKB": ClockSignal(), "i_CEB": Const(1), "i_OCEB": Const(1),
+                     "i_WEB": Const(0), "i_RSTB": Const(0)}
+            for n in range(3):
+                ports[f"i_CSA{n}"], ports[f"i_CSB{n}"] = Const(0), Const(0)
+            # 18-bit words: address bits 13..4, bits 1 and 0 of port A the byte enables
+            for n in range(14):
+                ports[f"i_ADA{n}"] = waddr[n - 4] if n >= 4 else Const(int(n < 2))
+                ports[f"i_ADB{n}"] = raddr[n - 4] if n >= 4 else Const(0)
+            for n in range(BLOCK_WIDTH):
+                ports[f"i_DIA{n}"], ports[f"i_DIB{n}"] = di[n], Const(0)
+                ports[f"o_DOB{n}"] = do[n]
+            m.submodules[f"block{k}"] = Instance(
+                "DP16KD", p_DATA_WIDTH_A=BLOCK_WIDTH, p_DATA_WIDTH_B=BLOCK_WIDTH,
+                p_REGMODE_A="NOREG", p_REGMODE_B="OUTREG", p_RESETMODE="SYNC",
+                p_ASYNC_RESET_RELEASE="SYNC", p_CSDECODE_A="0b000", p_CSDECODE_B="0b000",
+                p_WRITEMODE_A="NORMAL", p_WRITEMODE_B="NORMAL", p_GSR="DISABLED", **ports)
