@@ -155,7 +155,10 @@ class Accelerator(wiring.Component):
                 with m.If(g.any()):
                     m.d.comb += row.eq(r)
                 slice_en = slice_en | g
-            m.d.comb += [w.addr.eq((host.w_addr << (rows.bit_length() - 1)) | row),
+            # registered beside each table: the host's word reaching the tables' LUT RAM across
+            # the chip was the 8x8 board build's path (12.5 ns of routing); the host never reads
+            # a table, and a RUN comes many cycles after its last write
+            m.d.sync += [w.addr.eq((host.w_addr << (rows.bit_length() - 1)) | row),
                          w.data.eq(host.w_data.replicate(row_words)), w.en.eq(slice_en)]
         m.d.comb += [imem_r.addr.eq(ctrl.i_addr), imem_r.en.eq(ctrl.i_en),
                      ctrl.i_data.eq(imem_r.data[:instr_layout.size])]
@@ -213,16 +216,19 @@ class Accelerator(wiring.Component):
                      drain.r_data.eq(spad_rr.data)]
         m.d.comb += [ptab_r.addr.eq(drain.p_addr), ptab_r.en.eq(1),
                      drain.p_data.eq(ptab_r.data)]
+        # the host's write: a host word is WORD_BITS // ELEM_BITS elements, its slice's enable
+        # covers them; registered first, like the tables' writes (a read back or a RUN comes
+        # many cycles later)
+        per_word = WORD_BITS // ELEM_BITS
+        host_addr, host_data, host_en = (register(m, v, f"spad_host_{n}") for n, v in (
+            ("addr", host.w_addr), ("data", host.w_data.replicate(V // per_word)),
+            ("en", Cat(host.wen(Target.SPAD)[e // per_word] for e in range(V)))))
         with m.If(running):
             m.d.comb += [spad_w.addr.eq(drain.w_addr), spad_w.data.eq(drain.w_data),
                          spad_w.en.eq(drain.w_en)]
         with m.Else():
-            # a host word is WORD_BITS // ELEM_BITS elements: its slice's enable covers them
-            per_word = WORD_BITS // ELEM_BITS
-            m.d.comb += [spad_w.addr.eq(host.w_addr),
-                         spad_w.data.eq(host.w_data.replicate(V // per_word)),
-                         spad_w.en.eq(Cat(host.wen(Target.SPAD)[e // per_word]
-                                          for e in range(V)))]
+            m.d.comb += [spad_w.addr.eq(host_addr), spad_w.data.eq(host_data),
+                         spad_w.en.eq(host_en)]
 
         # ---- array operands ------------------------------------------------------------------
         b_src = ins.b_trans
