@@ -259,8 +259,13 @@ class Pipeline:
         accept = i.valid if lead else i.valid & i.ready
         pop = Signal(name=f"{self.name}_pop")
         held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not popped
-        m.d.sync += held.eq(held + accept - pop)
-        m.d.comb += i.ready.eq(held < capacity - lead)
+        # ``i.ready`` is ``held < capacity - lead``, kept in a register computed from ``held``'s
+        # next value (the compare on ``held`` → a row replay's issue → its address register
+        # enables was the LayerNorm's longest path)
+        ready = Signal(init=int(capacity > lead), name=f"{self.name}_in_ready")
+        held_next = held + accept - pop
+        m.d.sync += [held.eq(held_next), ready.eq(held_next < capacity - lead)]
+        m.d.comb += i.ready.eq(ready)
         nonempty, head = result_queue(m, f"{self.name}_queue", self.result(o).as_value(),
                                       delay(m, accept, depth - 1, f"{self.name}_valid"),
                                       capacity, pop)
