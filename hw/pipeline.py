@@ -14,7 +14,7 @@ from . import dsp
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "delay_line",
            "masked_max", "lane_mask", "tree_sum", "tree_levels", "split_product", "split_latency",
-           "replicas", "result_queue", "KEEP_REPLICAS"]
+           "replicas", "result_queue", "queue_slices", "KEEP_REPLICAS"]
 
 
 def wire(m: Module, value, name: str):
@@ -161,20 +161,24 @@ def vector_layout(width: int, lanes: int, *, is_signed: bool = True) -> data.Str
 QUEUE_SLICE_BITS = 64      # result bits per queue slice (its own write enable and pointers)
 
 
-def result_queue(m: Module, name: str, data, write_early, capacity: int, pop):
+def result_queue(m: Module, name: str, data, write_early, capacity: int, pops):
     """A first-in first-out queue of ``data`` in LUT-RAM that the caller keeps from overflowing
     (a credit count): ``data`` is written in the cycle after ``write_early``, the head leaves on
-    ``pop``. Returns ``(nonempty, head)``; ``head`` is read combinationally.
+    a pop. Returns ``(nonempty, head)``; ``head`` is read combinationally.
 
-    The width is cut into slices of :data:`QUEUE_SLICE_BITS`, each with its own registered write
-    enable and pointers (kept apart as replicas), so no enable or address has to reach every
-    RAM cell of a wide unit's results. There is no full check: nothing in the write path but
-    the registers."""
+    The width is cut into :func:`queue_slices` slices of :data:`QUEUE_SLICE_BITS`, each with its
+    own registered write enable and pointers (kept apart as replicas), so no enable or address
+    has to reach every RAM cell of a wide unit's results. There is no full check: nothing in the
+    write path but the registers. ``pops``: one pop signal per slice, all equal at all times
+    (the caller's replicas); ``nonempty``: one register per slice, kept from the level's next
+    value (the level's zero test in front of the pop was the LayerNorm's path)."""
     size = 1 << max(1, (capacity - 1).bit_length())
-    slices = -(-len(data) // QUEUE_SLICE_BITS)
+    slices = queue_slices(len(data))
     writes = replicas(m, write_early, slices, f"{name}_write", reset_less=False)
     level = Signal(range(size + 1), name=f"{name}_level")
-    m.d.sync += level.eq(level + writes[0] - pop)
+    level_next = level + writes[0] - pops[0]
+    m.d.sync += level.eq(level_next)
+    nonempty = replicas(m, level_next != 0, slices, f"{name}_nonempty", reset_less=False)
     heads = []
     for k in range(slices):
         piece = data[k * QUEUE_SLICE_BITS:(k + 1) * QUEUE_SLICE_BITS]
@@ -183,10 +187,15 @@ def result_queue(m: Module, name: str, data, write_early, capacity: int, pop):
         w, r = ram.write_port(), ram.read_port(domain="comb")
         at = Signal(range(size), name=f"{name}_w_replica{k}")
         head_at = Signal(range(size), name=f"{name}_r_replica{k}")
-        m.d.sync += [at.eq(at + writes[k]), head_at.eq(head_at + pop)]
+        m.d.sync += [at.eq(at + writes[k]), head_at.eq(head_at + pops[k])]
         m.d.comb += [w.addr.eq(at), w.en.eq(writes[k]), w.data.eq(piece), r.addr.eq(head_at)]
         heads.append(r.data)
-    return level != 0, Cat(*heads)
+    return nonempty, Cat(*heads)
+
+
+def queue_slices(width: int) -> int:
+    """Slices of :data:`QUEUE_SLICE_BITS` a ``width``-bit result queue is cut into."""
+    return -(-width // QUEUE_SLICE_BITS)
 
 
 class Pipeline:
@@ -257,30 +266,32 @@ class Pipeline:
         m = self.m
         capacity = self.buffer_depth(depth + lead)
         accept = i.valid if lead else i.valid & i.ready
-        pop = Signal(name=f"{self.name}_pop")
+        # one pop per slice of the queue (equal at all times), each from that slice's copies of
+        # the queue's nonempty flag and the skid register's
+        out, width = o.payload.as_value(), len(o.payload.as_value())
+        pops = [Signal(name=f"{self.name}_pop{k}") for k in range(queue_slices(width))]
         held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not popped
         # ``i.ready`` is ``held < capacity - lead``, kept in a register computed from ``held``'s
         # next value (the compare on ``held`` → a row replay's issue → its address register
         # enables was the LayerNorm's longest path)
         ready = Signal(init=int(capacity > lead), name=f"{self.name}_in_ready")
-        held_next = held + accept - pop
+        held_next = held + accept - pops[0]
         m.d.sync += [held.eq(held_next), ready.eq(held_next < capacity - lead)]
         m.d.comb += i.ready.eq(ready)
         nonempty, head = result_queue(m, f"{self.name}_queue", self.result(o).as_value(),
                                       delay(m, accept, depth - 1, f"{self.name}_valid"),
-                                      capacity, pop)
+                                      capacity, pops)
         skid_valid = Signal(name=f"{self.name}_skid_valid")
-        m.d.comb += pop.eq(nonempty & ~skid_valid)
         # the output and skid registers in the queue's slices, each slice with its own copies of
         # ``o.valid`` and the skid's flag (equal to them at all times): one output-register
         # enable reaching every bit of a wide result (LayerNorm's 512) was 8.6 ns of routing
-        out, width = o.payload.as_value(), len(o.payload.as_value())
-        for k in range(-(-width // QUEUE_SLICE_BITS)):
+        for k, pop in enumerate(pops):              # slice k
             at = slice(k * QUEUE_SLICE_BITS, min(width, (k + 1) * QUEUE_SLICE_BITS))
             valid = o.valid if k == 0 else Signal(name=f"{self.name}_out_valid_replica{k}")
             full = skid_valid if k == 0 else Signal(name=f"{self.name}_skid_valid_replica{k}")
             skid = Signal(at.stop - at.start, name=f"{self.name}_skid{k}")
             load = Signal(name=f"{self.name}_load{k}")          # the output register is free
+            m.d.comb += pop.eq(nonempty[k] & ~full)
             m.d.comb += load.eq(~valid | o.ready)
             with m.If(~full):
                 m.d.sync += skid.eq(head[at])        # kept only if ``o`` does not take it
