@@ -136,13 +136,13 @@ class RowReplay:
     ``last``, ``index``: the beat's place in its row, ``row``: its descriptor): takes descriptors
     from ``rows`` and reads their beats from ``read_port`` (the ``read`` side of a
     :class:`hw.bram.RegisteredReadMemory`) back to back, the next row's first read the cycle
-    after the previous row's last. Two free-running stages (the synchronous read, then its word
-    registered, inside the block RAM on ECP5, so no block-RAM output drives arithmetic or
-    routing): ``o.ready`` is the
-    consumer's permission to *issue* a read, and the beat arrives :data:`LATENCY` cycles later,
-    when it must be taken (a :class:`~hw.pipeline.Pipeline` connected with ``lead=LATENCY``
-    does both). ``done`` pulses as a row's last read is issued: its slot may be written from the
-    next cycle on."""
+    after the previous row's last. Free-running stages (the memory's: the address copies, the
+    synchronous read, its word registered inside the block RAM on ECP5, so no block-RAM output
+    drives arithmetic or routing): ``o.ready`` is the consumer's permission to *issue* a read,
+    and the beat arrives :data:`LATENCY` cycles later, when it must be taken (a
+    :class:`~hw.pipeline.Pipeline` connected with ``lead=LATENCY`` does both). ``done`` pulses
+    when the block RAM reads a row's last word: its slot may be written from the next cycle
+    on."""
 
     LATENCY = bram.LATENCY
 
@@ -171,8 +171,11 @@ class RowReplay:
         is_last = Signal(name=f"{name}_is_last")
         m.d.comb += [issue.eq(self.o.ready & busy),
                      rows.ready.eq(~busy | (self.o.ready & is_last)),
-                     self.done.eq(issue & is_last),
+
                      read_port.addr.eq(addr)]
+        # the slot is free once its last word has been read: LATENCY - 2 cycles after the issue
+        # (the address register, then the read), so the next write never meets the read
+        m.d.comb += self.done.eq(delay(m, issue & is_last, self.LATENCY - 2, f"{name}_done"))
         with m.If(issue):
             m.d.sync += [ptr.eq(ptr + 1), addr.eq(addr + 1), is_last.eq(ptr + 2 == cur.beats)]
             with m.If(is_last):
@@ -181,19 +184,14 @@ class RowReplay:
             m.d.sync += [cur.eq(rows.payload), busy.eq(1), ptr.eq(0),
                          addr.eq(rows.payload.base), is_last.eq(rows.payload.beats == 1)]
 
-        def reg(value, label):
-            return register(m, value, f"{name}_{label}")
-
-        # stage 1 (the read is in flight): framing; stage 2: the word (registered in the memory)
-        # and the framing registered
-        valid1, last1 = reg(issue, "valid1"), reg(is_last, "last1")
-        count1 = reg(Mux(is_last, cur.last_count, lanes), "count1")
-        index1, row1 = reg(ptr, "index1"), reg(cur, "row1")
+        # the framing registered beside the read (address, block RAM, word: LATENCY stages)
+        framing = [(issue, "valid"), (is_last, "last"),
+                   (Mux(is_last, cur.last_count, lanes), "count"), (ptr, "index"), (cur, "row")]
+        valid, last, count, index, row = (delay(m, v, self.LATENCY, f"{name}_{label}")
+                                          for v, label in framing)
         o = self.o
-        m.d.comb += [o.valid.eq(reg(valid1, "valid2")), o.payload.last.eq(reg(last1, "last2")),
-                     o.payload.count.eq(reg(count1, "count2")),
-                     o.payload.index.eq(reg(index1, "index2")),
-                     o.payload.row.eq(reg(row1, "row2")),
+        m.d.comb += [o.valid.eq(valid), o.payload.last.eq(last), o.payload.count.eq(count),
+                     o.payload.index.eq(index), o.payload.row.eq(row),
                      o.payload.data.eq(read_port.data)]
 
 
