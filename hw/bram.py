@@ -2,7 +2,8 @@
 three cycles (:data:`LATENCY`) later, free-running (no read enable), the form the row buffers
 read in (:class:`hw.rowbuffer.RowReplay`). The read address is registered first, a copy per
 block RAM (one address register reaching fifteen blocks was 8.1 ns of routing in the 16-lane
-LayerNorm), then read, then the word registered.
+LayerNorm), then read, then the word registered. A write is registered too (its enable and
+address copied per block, its data sliced), so it lands a cycle after it is given.
 
 Elaborated for ECP5 (see :mod:`hw.dsp`), a memory of at most 1024 words becomes DP16KD blocks of
 1024 x 18 bits side by side (port A writes, port B reads) with the block's own output register
@@ -33,8 +34,9 @@ BLOCK_WIDTH, BLOCK_DEPTH = 18, 1024
 
 class RegisteredReadMemory(wiring.Component):
     """``depth`` words of ``width`` bits: ``write`` (``addr``, ``data``, ``en``) stores a word at
-    the clock edge; ``read.data`` is the word at ``read.addr`` :data:`LATENCY` cycles later (a
-    word written no later than the cycle the read's address is given)."""
+    a cycle later; ``read.data`` is the word at ``read.addr`` :data:`LATENCY` cycles later (a
+    word written in an earlier cycle than the read's address; a write of the word in that same
+    cycle leaves the read undefined, as on the device)."""
 
     def __init__(self, width: int, depth: int):
         if width < 1 or depth < 1:
@@ -61,31 +63,34 @@ class RegisteredReadMemory(wiring.Component):
         m.submodules.mem = mem = memory.Memory(shape=unsigned(self.width), depth=self.depth,
                                                init=[])
         w, r = mem.write_port(), mem.read_port()
-        m.d.comb += [w.addr.eq(self.write.addr), w.data.eq(self.write.data),
-                     w.en.eq(self.write.en), r.addr.eq(register(m, self.read.addr, "raddr"))]
+        m.d.comb += [w.addr.eq(register(m, self.write.addr, "waddr")),
+                     w.data.eq(register(m, self.write.data, "wdata")),
+                     w.en.eq(register(m, self.write.en, "wen")),
+                     r.addr.eq(register(m, self.read.addr, "raddr"))]
         m.d.sync += self.read.data.eq(r.data)
         return m
 
     def _blocks(self, m: Module) -> None:
-        waddr = Signal(10)
-        m.d.comb += waddr.eq(self.write.addr)
         blocks = -(-self.width // BLOCK_WIDTH)
         raddrs = replicas(m, self.read.addr, blocks, "raddr")
-        for k, raddr in enumerate(raddrs):
+        waddrs = replicas(m, self.write.addr, blocks, "waddr")
+        wens = replicas(m, self.write.en, blocks, "wen", reset_less=False)
+        for k, (raddr, waddr, wen) in enumerate(zip(raddrs, waddrs, wens)):
             lo = k * BLOCK_WIDTH
             bits = min(BLOCK_WIDTH, self.width - lo)
             di, do = Signal(BLOCK_WIDTH, name=f"di{k}"), Signal(BLOCK_WIDTH, name=f"do{k}")
-            m.d.comb += [di.eq(self.write.data[lo:lo + bits]),
-                         self.read.data[lo:lo + bits].eq(do[:bits])]
+            m.d.sync += di.eq(self.write.data[lo:lo + bits])
+            m.d.comb += self.read.data[lo:lo + bits].eq(do[:bits])
             ports = {"i_CLKA": ClockSignal(), "i_CEA": Const(1), "i_OCEA": Const(1),
-                     "i_WEA": self.write.en, "i_RSTA": Const(0),
+                     "i_WEA": wen, "i_RSTA": Const(0),
                      "i_CLKB": ClockSignal(), "i_CEB": Const(1), "i_OCEB": Const(1),
                      "i_WEB": Const(0), "i_RSTB": Const(0)}
             for n in range(3):
                 ports[f"i_CSA{n}"], ports[f"i_CSB{n}"] = Const(0), Const(0)
             # 18-bit words: address bits 13..4, bits 1 and 0 of port A the byte enables
             for n in range(14):
-                ports[f"i_ADA{n}"] = waddr[n - 4] if n >= 4 else Const(int(n < 2))
+                ports[f"i_ADA{n}"] = (waddr[n - 4] if 4 <= n < 4 + len(waddr)
+                                      else Const(int(n < 2)))
                 ports[f"i_ADB{n}"] = raddr[n - 4] if 4 <= n < 4 + len(raddr) else Const(0)
             for n in range(BLOCK_WIDTH):
                 ports[f"i_DIA{n}"], ports[f"i_DIB{n}"] = di[n], Const(0)
