@@ -25,15 +25,16 @@ EVENTS = {"array_beat": "array_beats", "a_starved": "a_starved", "b_starved": "b
 
 class Controller(wiring.Component):
     """Members: ``run``/``pc``/``done``/``stop_pc`` (host side), ``i_addr``/``i_en``/``i_data``
-    (instruction memory), ``v_addr``/``v_en`` (vector table; the data is latched by the top on
-    ``v_latch``), ``instr``/``start``/``idle`` (engines), one input per event of :data:`EVENTS`
-    and one 32-bit output per :data:`PERF_COUNTERS` entry (``perf_<name>``)."""
+    (instruction memory), ``v_addr``/``v_en`` (vector table; the top latches the data the
+    cycle after ``v_en``, in the ``LATCH`` state), ``instr``/``start``/``idle`` (engines), one
+    input per event of :data:`EVENTS` and one 32-bit output per :data:`PERF_COUNTERS` entry
+    (``perf_<name>``)."""
 
     def __init__(self):
         members = {
             "run": In(1), "pc": In(ADDR_BITS), "done": Out(1), "stop_pc": Out(ADDR_BITS),
             "i_addr": Out(ADDR_BITS), "i_en": Out(1), "i_data": In(instr_layout),
-            "v_addr": Out(8), "v_en": Out(1), "v_latch": Out(1),
+            "v_addr": Out(8), "v_en": Out(1),
             "instr": Out(instr_layout), "start": Out(1), "idle": In(1),
             "readers_idle": In(1), "drain_free": In(1),
             **{e: In(1) for e in EVENTS},
@@ -72,8 +73,7 @@ class Controller(wiring.Component):
             with m.State("CONSTANTS"):
                 m.d.comb += self.v_en.eq(1)
                 m.next = "LATCH"
-            with m.State("LATCH"):
-                m.d.comb += self.v_latch.eq(1)
+            with m.State("LATCH"):             # the top latches the vector parameters
                 m.next = "START"
             with m.State("START"):
                 m.d.comb += self.start.eq(1)

@@ -46,7 +46,7 @@ from .isa import (
 )
 from .layernorm import LayerNorm
 from .link import Link, LinkParams
-from .pipeline import register
+from .pipeline import QUEUE_SLICE_BITS, register, replicas
 from .rowbuffer import stream_fifo
 from .rowparallel import RowParallel
 from .scratchpad import (
@@ -163,9 +163,18 @@ class Accelerator(wiring.Component):
         m.d.comb += [imem_r.addr.eq(ctrl.i_addr), imem_r.en.eq(ctrl.i_en),
                      ctrl.i_data.eq(imem_r.data[:instr_layout.size])]
         m.d.comb += [vtab_r.addr.eq(ctrl.v_addr), vtab_r.en.eq(ctrl.v_en)]
+        # the parameters are latched the cycle after their read (the controller's LATCH state),
+        # in slices with their own copy of the latch flag: one enable decoded from the
+        # controller's state reaching every parameter register was the 8x8 board's path (7.9 ns
+        # of routing after the decode)
         vparams = Signal(vtab_layout(cfg))
-        with m.If(ctrl.v_latch):
-            m.d.sync += vparams.eq(vtab_r.data[:vparams.shape().size])
+        flat, size = vparams.as_value(), vparams.shape().size
+        latches = replicas(m, ctrl.v_en, -(-size // QUEUE_SLICE_BITS), "v_latch",
+                           reset_less=False)
+        for k, latch in enumerate(latches):
+            at = slice(k * QUEUE_SLICE_BITS, min(size, (k + 1) * QUEUE_SLICE_BITS))
+            with m.If(latch):
+                m.d.sync += flat[at].eq(vtab_r.data[at])
         m.d.comb += [smx.params.eq(vparams.softmax), gelu.params.eq(vparams.gelu)]
 
         # ---- decode into engine jobs ---------------------------------------------------------
