@@ -38,8 +38,9 @@ BIAS_FRAC_BITS = 16
 OUT_BITS = 16
 RES_BITS = 16
 # stages besides the products: inputs, bias add, the shift by the amount's multiple of 8, by its
-# rest, bias and half, rounding shift, residual, clamp compares, clamp choice
-STAGES_BESIDE_PRODUCTS = 9
+# rest, bias and half, the rounding shift (by 8s, then the rest), residual, clamp compares, clamp
+# choice
+STAGES_BESIDE_PRODUCTS = 10
 
 
 def two_stage_shift(p: Pipeline, value, amount, name: str):
@@ -139,7 +140,8 @@ class Requantizer(wiring.Component):
             rs = two_stage_shift(p, rprod, rshift4, f"rs{n}")
             # bias and rounding half; then the rounding shift, by min(e, 16)
             wc, ry = p.stage(w + c_half, f"wc{n}"), p.stage((rs + 1) >> 1, f"ry{n}")
-            y, ry7 = p.stage(wc >> shift, f"y{n}"), p.stage(ry, f"ry7_{n}")
+            # (in two stages too: its amount register → four LUT levels was the next path)
+            y, ry7 = two_stage_shift(p, wc, shift, f"y{n}"), p.delay(ry, 2, f"ry7_{n}")
             # residual add, its flag copied per lane (one flag reaching every lane's adder was
             # the 8-lane requantiser's path, 5.1 ns of routing); the clamp's compares for both
             # output widths (the width flag choosing the bounds in front of two compares and the
