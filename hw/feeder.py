@@ -18,7 +18,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .isa import ADDR_BITS, DIM_BITS, ELEM_BITS
-from .pipeline import register, replicas, vector_layout
+from .pipeline import delay, register, replicas, vector_layout
 
 __all__ = ["Transposer", "WordReader", "job_signature"]
 
@@ -78,12 +78,13 @@ class _Job:
 class Transposer(wiring.Component):
     """Columns ``col .. col + k`` of rows ``block * V .. block * V + V`` of a blocked tensor, per
     tile of the loop nest; ``last`` marks each tile's final column. ``base`` addresses the block
-    holding column ``col`` (``col < V``)."""
+    holding column ``col`` (``col < V``). ``data`` is the word at ``addr`` ``read_latency``
+    cycles later."""
 
-    def __init__(self, lanes: int):
+    def __init__(self, lanes: int, read_latency: int = 1):
         if lanes < 2 or lanes & (lanes - 1):
             raise ValueError(f"lanes must be a power of two >= 2, not {lanes}")
-        self.lanes = lanes
+        self.lanes, self.read_latency = lanes, read_latency
         super().__init__(job_signature(lanes))
 
     def elaborate(self, platform):
@@ -151,11 +152,15 @@ class Transposer(wiring.Component):
                 m.d.sync += [blk.eq(base + (loops.next_block << log_v)), pos.eq(col),
                              left.eq(k)]
         # the returning word is registered first (the block RAM's output reaches a register of
-        # its own, not the banks' 2V^2 enables across the chip), then written into its bank row
+        # its own, not the banks' 2V^2 enables across the chip), then written into its bank row;
+        # the read's row, bank and flags follow it through the memory's extra cycles
         word = register(m, self.data, "word")
+        back, in_flight = Cat(wr_en, wr_row, wr_bank, wr_done), wr_en
+        for k in range(self.read_latency - 1):
+            back = register(m, back, f"returning{k}")
+            in_flight = in_flight | back[0]
         put_en, put_row, put_bank, put_done = Signal(), Signal(range(V)), Signal(), Signal()
-        m.d.sync += [put_en.eq(wr_en), put_row.eq(wr_row),
-                     put_bank.eq(wr_bank), put_done.eq(wr_done)]
+        m.d.sync += Cat(put_en, put_row, put_bank, put_done).eq(back)
         with m.If(put_en):
             for b in range(2):
                 for r in range(V):
@@ -204,7 +209,7 @@ class Transposer(wiring.Component):
             m.d.comb += o.payload.data[r].eq(Array(banks[0][r] + banks[1][r])[selects[r]])
         with m.If(self.start):
             m.d.sync += [wb.eq(0), primed.eq(0), full[0].eq(0), full[1].eq(0)]
-        m.d.comb += self.busy.eq(~all_loaded | full[0] | full[1] | wr_en | put_en | started)
+        m.d.comb += self.busy.eq(~all_loaded | full[0] | full[1] | in_flight | put_en | started)
         return m
 
 
@@ -220,10 +225,10 @@ class WordReader(wiring.Component):
 
     DEPTH = 8           # covers the read, its register and the FIFO latency at a word per cycle
 
-    def __init__(self, lanes: int):
+    def __init__(self, lanes: int, read_latency: int = 1):
         if lanes & (lanes - 1):
             raise ValueError(f"lanes must be a power of two, not {lanes}")
-        self.lanes = lanes
+        self.lanes, self.read_latency = lanes, read_latency
         super().__init__(job_signature(lanes, row_mode=In(1)))
 
     def elaborate(self, platform):
@@ -256,13 +261,16 @@ class WordReader(wiring.Component):
             m.d.sync += [line.eq(base), offset.eq(0), active.eq(n_words != 0),
                          done.eq(n_words == 0)]
 
-        # credits: FIFO level plus the reads in flight (the read, then its word registered: the
-        # block RAM's output has a register to itself before the lane rotation) must leave room
-        inflight, arrived = Signal(), Signal()
-        room = q.level + inflight + arrived < self.DEPTH
+        # credits: FIFO level plus the reads in flight (``read_latency`` cycles of the read,
+        # then its word registered: the block RAM's output has a register to itself before the
+        # lane rotation) must leave room
         issue = Signal()
+        flight = [Signal(name=f"inflight{k}") for k in range(self.read_latency)]
+        arrived = Signal()
+        room = q.level + sum(flight) + arrived < self.DEPTH
         m.d.comb += [issue.eq(active & room), self.addr.eq(line)]
-        m.d.sync += [inflight.eq(issue), arrived.eq(inflight)]
+        m.d.sync += [a.eq(b) for a, b in zip(flight + [arrived], [issue] + flight)]
+        inflight = Cat(flight).any()
         word = register(m, self.data, "word")
         meta_last, meta_count = Signal(), Signal(range(V + 1))
         tail = k - (j << log_v)
@@ -281,7 +289,8 @@ class WordReader(wiring.Component):
 
         beat = Signal(layout)
         arrived_last, arrived_count = Signal(), Signal(range(V + 1))
-        m.d.sync += [arrived_last.eq(meta_last), arrived_count.eq(meta_count)]
+        meta = delay(m, Cat(meta_last, meta_count), self.read_latency - 1, "meta")
+        m.d.sync += Cat(arrived_last, arrived_count).eq(meta)
         m.d.comb += [beat.last.eq(arrived_last), beat.count.eq(arrived_count)]
         for n in range(V):
             m.d.comb += beat.data[n].eq(Array(word)[(n + col)[:log_v]])

@@ -45,11 +45,12 @@ class HostInterface(wiring.Component):
     words HELLO returns; ``n_perf``: number of counters.
 
     Writes: ``w_addr``, ``w_data`` (one host word) and per target ``<target>_wen`` (one enable per
-    32-bit slice of its entry). Reads (scratchpad only): ``r_addr``, then ``r_data`` the next
-    cycle (the read port is always enabled)."""
+    32-bit slice of its entry). Reads (scratchpad only): ``r_addr``, then ``r_data``
+    ``read_latency`` cycles later (the read port is always enabled)."""
 
-    def __init__(self, entry_bits: dict, hello: list, n_perf: int):
+    def __init__(self, entry_bits: dict, hello: list, n_perf: int, read_latency: int = 1):
         self.entry_bits, self.hello, self.n_perf = dict(entry_bits), list(hello), n_perf
+        self.read_latency = read_latency
         members = {"i": In(stream.Signature(WORD_BITS)), "o": Out(stream.Signature(WORD_BITS)),
                    "run": Out(1), "pc": Out(ADDR_BITS), "done": In(1), "stop_pc": In(ADDR_BITS),
                    "errors": In(8), "idle": Out(1),
@@ -73,6 +74,7 @@ class HostInterface(wiring.Component):
         addr = Signal(ADDR_BITS)
         count = Signal(24)
         word = Signal(range(max_words + 1))
+        waited = Signal(range(self.read_latency))      # cycles of a scratchpad read so far
         n_words = Array(Const(words_for(self.entry_bits[t]), range(max_words + 1))
                         for t in Target)[hdr.target.as_value()]
         out_idx = Signal(range(max(len(self.hello), self.n_perf + 2) + 1))
@@ -130,8 +132,11 @@ class HostInterface(wiring.Component):
             with m.State("READ"):
                 with m.If(count == 0):
                     m.next = "HEADER"
-                with m.Else():
+                with m.Elif(waited == self.read_latency - 1):
+                    m.d.sync += waited.eq(0)
                     m.next = "FETCHED"
+                with m.Else():
+                    m.d.sync += waited.eq(waited + 1)
             with m.State("FETCHED"):
                 m.d.sync += [buf.eq(self.r_data), word.eq(0)]
                 m.next = "SEND"

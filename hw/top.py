@@ -58,6 +58,7 @@ from .scratchpad import (
     table_geometry,
     vtab_layout,
 )
+from .scratchpad_memory import DIRECT, REGISTERED, ScratchpadMemory
 from .shiftgelu import ShiftGelu
 from .softmax import Shiftmax
 from .systolic import SystolicArray
@@ -110,9 +111,11 @@ class Accelerator(wiring.Component):
         m = Module()
 
         # ---- memories ------------------------------------------------------------------------
-        m.submodules.spad = spad = memory.Memory(shape=spad_layout(cfg), depth=sz.spad, init=[])
-        spad_w = spad.write_port(granularity=1)     # one enable per element
-        spad_ra, spad_rb, spad_rr = (spad.read_port() for _ in range(3))
+        # read ports A (transposer A, row reader, host) and B (transposer B, word reader) take
+        # their address registered, copied per element; R (the drain's residual) reads directly
+        m.submodules.spad = spad = ScratchpadMemory(V, sz.spad, (REGISTERED, REGISTERED, DIRECT))
+        spad_w = spad.write
+        spad_ra, spad_rb, spad_rr = spad.read
         # the tables are written by the host one 32-bit word (slice) at a time; a requantiser
         # entry is stored as V / R rows of R lanes, one per pass of the drain's requantisers
         tables = {}
@@ -127,11 +130,11 @@ class Accelerator(wiring.Component):
         x_bits = max(cfg.acc_bits, gelu.out_bits, 32, ELEM_BITS) + 1
         m.submodules.ctrl = ctrl = Controller()
         m.submodules.host = host = HostInterface(entry_bits(cfg), hello_words(cfg, sz, self.link),
-                                                 len(PERF_COUNTERS))
-        m.submodules.ta = ta = Transposer(V)
-        m.submodules.tb = tb = Transposer(V)
-        m.submodules.wb = wb = WordReader(V)
-        m.submodules.wr = wr = WordReader(V)
+                                                 len(PERF_COUNTERS), read_latency=REGISTERED)
+        m.submodules.ta = ta = Transposer(V, read_latency=REGISTERED)
+        m.submodules.tb = tb = Transposer(V, read_latency=REGISTERED)
+        m.submodules.wb = wb = WordReader(V, read_latency=REGISTERED)
+        m.submodules.wr = wr = WordReader(V, read_latency=REGISTERED)
         m.submodules.array = array = SystolicArray(cfg)
         m.submodules.softmax, m.submodules.gelu, m.submodules.layernorm = smx, gelu, ln
         m.submodules.drain = drain = Drain(cfg, x_bits)
@@ -208,21 +211,21 @@ class Accelerator(wiring.Component):
 
         # ---- scratchpad ports ----------------------------------------------------------------
         # A: transposer A (GEMM) | row reader (vector ops) | host; B: transposer B | word reader
-        # Every reader takes a read's data exactly one cycle after its address, so the read
-        # ports are always enabled: no enable logic fans out to the replicas' block RAMs (the
-        # host's read enable through this multiplexer was a 15.6 ns path at 8x8).
+        # Every reader takes a read's data a fixed number of cycles after its address (its
+        # port's latency), so the read ports are always enabled: no enable logic fans out to the
+        # replicas' block RAMs (the host's read enable through this multiplexer was a 15.6 ns
+        # path at 8x8).
         with m.If(running & is_gemm):
             m.d.comb += spad_ra.addr.eq(ta.addr)
         with m.Elif(running):
             m.d.comb += spad_ra.addr.eq(wr.addr)
         with m.Else():
             m.d.comb += spad_ra.addr.eq(host.r_addr)
-        m.d.comb += [spad_ra.en.eq(1), ta.data.eq(spad_ra.data), wr.data.eq(spad_ra.data),
+        m.d.comb += [ta.data.eq(spad_ra.data), wr.data.eq(spad_ra.data),
                      host.r_data.eq(spad_ra.data)]
-        m.d.comb += [spad_rb.addr.eq(Mux(ins.b_trans, tb.addr, wb.addr)), spad_rb.en.eq(1),
+        m.d.comb += [spad_rb.addr.eq(Mux(ins.b_trans, tb.addr, wb.addr)),
                      tb.data.eq(spad_rb.data), wb.data.eq(spad_rb.data)]
-        m.d.comb += [spad_rr.addr.eq(drain.r_addr), spad_rr.en.eq(1),
-                     drain.r_data.eq(spad_rr.data)]
+        m.d.comb += [spad_rr.addr.eq(drain.r_addr), drain.r_data.eq(spad_rr.data)]
         m.d.comb += [ptab_r.addr.eq(drain.p_addr), ptab_r.en.eq(1),
                      drain.p_data.eq(ptab_r.data)]
         # the host's write: a host word is WORD_BITS // ELEM_BITS elements, its slice's enable

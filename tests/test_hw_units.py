@@ -83,6 +83,54 @@ def test_requant_amaranth_sim():
         assert g == expected(bt).tolist()
 
 
+@pytest.mark.parametrize("lanes,depth", [(2, 16), (8, 40), (16, 64)])
+def test_scratchpad_memory(lanes, depth):
+    """Every read port against a model of the memory: random element-enabled writes (edge values
+    -128, 127, 0 among them), every port reading every cycle, the first and last addresses
+    included; each port's word compared ``latency`` cycles after its address."""
+    from hw.scratchpad_memory import DIRECT, REGISTERED, ScratchpadMemory
+    latencies = (REGISTERED, DIRECT, REGISTERED)
+    dut = ScratchpadMemory(lanes, depth, latencies)
+    rnd, cycles = random.Random(lanes * depth), 400
+    model = [[0] * lanes for _ in range(depth)]
+    checked = []
+
+    def element():
+        return rnd.choice([-128, 127, 0, -1, rnd.randrange(-128, 128)])
+
+    async def bench(ctx):
+        pending = []                        # (due cycle, port, expected word)
+        for cycle in range(cycles):
+            waddr = rnd.choice([0, depth - 1, rnd.randrange(depth)])
+            wdata = [element() for _ in range(lanes)]
+            wen = [int(rnd.random() < 0.5) for _ in range(lanes)]
+            writing = rnd.random() < 0.7 and cycle < cycles - 4
+            ctx.set(dut.write.addr, waddr)
+            ctx.set(dut.write.data, wdata)
+            ctx.set(dut.write.en, int("".join(map(str, reversed(wen))), 2) if writing else 0)
+            for n, lat in enumerate(latencies):
+                # never the address written this cycle (undefined on a block RAM)
+                raddr = rnd.choice([0, depth - 1, rnd.randrange(depth)])
+                if writing and raddr == waddr:
+                    raddr = (raddr + 1) % depth
+                ctx.set(dut.read[n].addr, raddr)
+                pending.append((cycle + lat, n, list(model[raddr])))
+            for n in range(len(latencies)):
+                for due, port, want in [p for p in pending if p[0] == cycle and p[1] == n]:
+                    assert [ctx.get(dut.read[n].data[e]) for e in range(lanes)] == want, \
+                        f"port {n} (latency {latencies[n]}), cycle {cycle}"
+                    checked.append(due)
+            pending = [p for p in pending if p[0] > cycle]
+            if writing:
+                for e in range(lanes):
+                    if wen[e]:
+                        model[waddr][e] = wdata[e]
+            await ctx.tick()
+
+    simulate(dut, bench)
+    assert len(checked) > 3 * (cycles - 4)
+
+
 # --------------------------------------------------------------------------------------------------
 
 def test_config_derived():
