@@ -24,16 +24,17 @@ EVENTS = {"array_beat": "array_beats", "a_starved": "a_starved", "b_starved": "b
 
 
 class Controller(wiring.Component):
-    """Members: ``run``/``pc``/``done``/``stop_pc`` (host side), ``i_addr``/``i_en``/``i_data``
-    (instruction memory), ``v_addr``/``v_en`` (vector table; the top latches the data the
-    cycle after ``v_en``, in the ``LATCH`` state), ``instr``/``start``/``idle`` (engines), one
-    input per event of :data:`EVENTS` and one 32-bit output per :data:`PERF_COUNTERS` entry
-    (``perf_<name>``)."""
+    """Members: ``run``/``pc``/``done``/``stop_pc`` (host side), ``i_addr``/``i_data``
+    (instruction memory, read the cycle after ``i_addr`` in ``DECODE``), ``v_addr``/``v_en``
+    (vector table; the top latches the data the cycle after ``v_en``, in the ``LATCH`` state;
+    both addresses hold from the cycle before their read, so the memories can read always),
+    ``instr``/``start``/``idle`` (engines), one input per event of :data:`EVENTS` and one
+    32-bit output per :data:`PERF_COUNTERS` entry (``perf_<name>``)."""
 
     def __init__(self):
         members = {
             "run": In(1), "pc": In(ADDR_BITS), "done": Out(1), "stop_pc": Out(ADDR_BITS),
-            "i_addr": Out(ADDR_BITS), "i_en": Out(1), "i_data": In(instr_layout),
+            "i_addr": Out(ADDR_BITS), "i_data": In(instr_layout),
             "v_addr": Out(8), "v_en": Out(1),
             "instr": Out(instr_layout), "start": Out(1), "idle": In(1),
             "readers_idle": In(1), "drain_free": In(1),
@@ -60,8 +61,7 @@ class Controller(wiring.Component):
                     m.d.sync += [pc.eq(self.pc), running.eq(1)]
                     m.d.sync += [c.eq(0) for c in counters.values()]
                     m.next = "FETCH"
-            with m.State("FETCH"):
-                m.d.comb += self.i_en.eq(1)
+            with m.State("FETCH"):                # the memory reads ``pc``
                 m.next = "DECODE"
             with m.State("DECODE"):
                 m.d.sync += instr.eq(self.i_data)

@@ -163,9 +163,12 @@ class Accelerator(wiring.Component):
             # a table, and a RUN comes many cycles after its last write
             m.d.sync += [w.addr.eq((host.w_addr << (rows.bit_length() - 1)) | row),
                          w.data.eq(host.w_data.replicate(row_words)), w.en.eq(slice_en)]
-        m.d.comb += [imem_r.addr.eq(ctrl.i_addr), imem_r.en.eq(ctrl.i_en),
+        # both tables read every cycle (their addresses hold from the cycle before the data is
+        # taken): the controller's read enable reaching the vector table's 1 280 output
+        # registers' clock enables was the 8x8 board build's path (8.5 ns of routing)
+        m.d.comb += [imem_r.addr.eq(ctrl.i_addr),
                      ctrl.i_data.eq(imem_r.data[:instr_layout.size])]
-        m.d.comb += [vtab_r.addr.eq(ctrl.v_addr), vtab_r.en.eq(ctrl.v_en)]
+        m.d.comb += vtab_r.addr.eq(ctrl.v_addr)
         # the parameters are latched the cycle after their read (the controller's LATCH state),
         # in slices with their own copy of the latch flag: one enable decoded from the
         # controller's state reaching every parameter register was the 8x8 board's path (7.9 ns
