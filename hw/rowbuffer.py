@@ -200,18 +200,24 @@ def row_stage(m: Module, name: str, i, o):
     """A per-row step between descriptor streams ``i`` and ``o``, as an FSM: ``IDLE`` takes a
     descriptor into the register this yields; the caller then adds its states, starting at
     ``"RUN"`` and ending with ``m.next = "OUT"``; ``OUT`` offers ``o`` (the caller drives its
-    payload from the held descriptor and its own result registers) until it is taken."""
+    payload from the held descriptor and its own result registers) until it is taken.
+
+    ``i.ready`` is a flag register equal to "in ``IDLE``" (not a decode of the state register):
+    the decode reaching the FIFO in front, and that FIFO's output register enable, was the
+    16-lane LayerNorm's path."""
     held = Signal(i.payload.shape(), name=f"{name}_row")
+    idle = Signal(init=1, name=f"{name}_idle")
+    m.d.comb += i.ready.eq(idle)
     with m.FSM(name=name):
         with m.State("IDLE"):
-            m.d.comb += i.ready.eq(1)
             with m.If(i.valid):
-                m.d.sync += held.eq(i.payload)
+                m.d.sync += [held.eq(i.payload), idle.eq(0)]
                 m.next = "RUN"
         yield held
         with m.State("OUT"):
             m.d.comb += o.valid.eq(1)
             with m.If(o.ready):
+                m.d.sync += idle.eq(1)
                 m.next = "IDLE"
 
 
