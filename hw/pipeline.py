@@ -138,12 +138,24 @@ def split_product(multiply, stage, a, b, name: str, width: int = dsp.PORT_BITS):
     every pair of pieces is one ``multiply(x, y, name)`` (a :func:`hw.dsp.product`: operands
     registered, then the product, one hardware multiplier with nothing else in its cycles), each
     partial product is registered, and the shifted partial products are summed by a tree
-    registered at every level by ``stage(value, name)``: :func:`split_latency` cycles."""
+    registered at every level by ``stage(value, name)``: :func:`split_latency` cycles.
+
+    The result has exactly ``len(a) + len(b)`` bits (signed if either operand is), and so does
+    every sum on the way: the product fits, and a sum taken modulo ``2^width`` is exact in its
+    low bits, so the shifted partial products' wider sums were carry chains of nothing (the
+    8-lane requantiser's path: a 96-bit add whose value has at most 67 bits)."""
+    bits = len(a) + len(b)
+    is_signed = a.shape().signed or b.shape().signed
+
+    def fit(v):
+        return v[:bits].as_signed() if is_signed else v[:bits]
+
     # every partial product registered in the fabric before the adders: a multiplier's output
     # routed straight into a carry chain placed far from the DSP row was the Shiftmax's path
-    parts = [stage(multiply(x, y, f"{name}_pp{i}_{j}"), f"{name}_pp{i}_{j}_q") << (width * (i + j))
+    parts = [fit(stage(multiply(x, y, f"{name}_pp{i}_{j}"), f"{name}_pp{i}_{j}_q")
+                 << (width * (i + j)))
              for i, x in enumerate(_chunks(a, width)) for j, y in enumerate(_chunks(b, width))]
-    return tree_sum(parts, stage=lambda v, level: stage(v, f"{name}_{level}"))
+    return tree_sum(parts, stage=lambda v, level: stage(fit(v), f"{name}_{level}"))
 
 
 def count_shape(lanes: int):
