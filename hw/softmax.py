@@ -140,11 +140,16 @@ class Shiftmax(wiring.Component):
 
             xr = reg(x, "xr")                         # x - max registered
             v = reg(split_product(multiply, reg, xr, prm.mul, "xm") >> prm.mul_shift, "v")
-            octave = reg(-(v >> DYAD_FRAC), "oct")
+            octave = reg(-(v >> DYAD_FRAC), "oct")              # >= 0: x <= 0
             t = reg(v[:DYAD_FRAC], "t")
             u = split_product(multiply, reg, v[:DYAD_FRAC], prm.c2, "c2t") >> DYAD_FRAC
+            # e = 0 beyond the guard bits: that compare on the octave's full width (a chain of
+            # six LUTs) in the cycle before the shift was the 16-lane unit's path, so it is
+            # made in the cycle after the octave, and only the octave's 5 low bits (all the
+            # shift needs when it is not beyond) travel on
+            beyond = reg(octave > DYAD_GUARD, "beyond")
             # octave and t (a cycle after v) wait for u (EXP_PRODUCT after v)
-            octave2 = delay(m, octave, EXP_PRODUCT - 1, f"oct_d{n}_")
+            octave2 = delay(m, octave[:5], EXP_PRODUCT - 1, f"oct_d{n}_")
             t2 = delay(m, t, EXP_PRODUCT - 1, f"t_d{n}_")
             # c1 + u and t into the last product's input registers; its output register is w
             w = multiply((prm.c1 + u)[:18].as_signed(), t2, "c1ut") >> DYAD_FRAC
@@ -153,7 +158,8 @@ class Shiftmax(wiring.Component):
             # a 5-bit amount in one cycle after the sum was the unit's longest path
             P, octave4 = reg(prm.c0 + w, "P"), reg(octave3, "oct5")
             coarse = reg(P >> Cat(Const(0, 2), octave4[2:5]), "coarse")
-            zero, fine = reg(octave4 > DYAD_GUARD, "zero"), reg(octave4[:2], "fine")
+            zero = delay(m, beyond, EXP_PRODUCT + 2, f"zero_d{n}_")
+            fine = reg(octave4[:2], "fine")
             return reg(Mux(zero, 0, coarse >> fine), "e")
         # ivit: the shift-exponential stages, then registers to match the dyad latency
         e = shift_exp(m, reg, reg(x, "xr"), IVIT_N, f"sx{n}", bound)
