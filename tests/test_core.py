@@ -3,6 +3,7 @@ accelerator in amaranth.sim on a tiny model (fast), and under cocotb + Verilator
 and a BERT encoder layer (bit-exact, first differing tensor named on a mismatch)."""
 import numpy as np
 import pytest
+from simstreams import wait_for
 
 from gen import checkpoint, golden, isasim
 from gen.accuracy import DEFAULT_MODEL
@@ -139,7 +140,7 @@ def test_accelerator_amaranth_sim(size, mode, lanes, requant_lanes, pe):
         for w in words:
             ctx.set(dut.i.valid, 1)
             ctx.set(dut.i.payload, w)
-            await ctx.tick().until(dut.i.ready)
+            await wait_for(ctx, dut.i.ready, f"host word {w:#x} never accepted", 200_000)
         ctx.set(dut.i.valid, 0)
 
     async def host_out(ctx):

@@ -87,6 +87,7 @@ def test_splitter_one_beat_per_cycle():
         ctx.set(dut.o.ready, 1)
         n = 0
         while len(cycles) < len(want):
+            assert n < 10 * len(want), f"only {len(cycles)} of {len(want)} beats came out"
             *_, valid = await ctx.tick().sample(dut.o.valid)
             n += 1
             if valid:

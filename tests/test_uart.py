@@ -5,6 +5,7 @@ import random
 
 import pytest
 from amaranth.sim import Simulator
+from simstreams import wait_for
 
 from hw.config import ConfigError
 from hw.uart import BaudRate, Uart
@@ -50,7 +51,7 @@ def run_uart(rate: tuple[int, int], rx_wave: list[int] = (), send: list[int] = (
         for byte in send:
             ctx.set(dut.i.valid, 1)
             ctx.set(dut.i.payload, byte)
-            await ctx.tick().until(dut.i.ready)
+            await wait_for(ctx, dut.i.ready, f"byte {byte:#04x} never taken by the transmitter")
         ctx.set(dut.i.valid, 0)
 
     async def watch(ctx):
