@@ -83,7 +83,7 @@ class Drain(wiring.Component):
             "o_stride": ADDR_BITS, "o_lane": range(V), "r_base": ADDR_BITS,
             "r_stride": ADDR_BITS, "p_index": ADDR_BITS,
             # rows (gemm: tile rows) per column block, blocks (rows: one), and whether each is 1
-            "block_rows": rows_bits, "blocks": DIM_BITS, "row1": 1, "block1": 1})
+            "block_rows": rows_bits, "blocks": DIM_BITS, "row1": 1, "block1": 1, "live": 1})
         incoming = Signal(job)
         # the counts from the fields in two registered steps (the controller holds them from two
         # cycles before ``start``: CONSTANTS, LATCH), so the instruction decode is off the start
@@ -96,11 +96,12 @@ class Drain(wiring.Component):
         n_blocks = Mux(per_block == 0, 0, Mux(gemm, blocks, 1))
         counts = Signal.like(incoming)
         m.d.sync += [counts.block_rows.eq(per_block), counts.blocks.eq(n_blocks),
-                     counts.row1.eq(per_block == 1), counts.block1.eq(n_blocks == 1)]
+                     counts.row1.eq(per_block == 1), counts.block1.eq(n_blocks == 1),
+                     counts.live.eq(n_blocks != 0)]
+        counted = ("block_rows", "blocks", "row1", "block1", "live")
         m.d.comb += [getattr(incoming, f).eq(getattr(self, f)) for f, _ in job
-                     if f not in ("block_rows", "blocks", "row1", "block1")]
-        m.d.comb += [getattr(incoming, f).eq(getattr(counts, f))
-                     for f in ("block_rows", "blocks", "row1", "block1")]
+                     if f not in counted]
+        m.d.comb += [getattr(incoming, f).eq(getattr(counts, f)) for f in counted]
         act, pending, pending_valid = Signal(job), Signal(job), Signal()
         t, blk = Signal(DIM_BITS + 1), Signal(DIM_BITS)
         o_blk, r_blk = Signal(ADDR_BITS), Signal(ADDR_BITS)
@@ -109,12 +110,15 @@ class Drain(wiring.Component):
         blocks_left = Signal(DIM_BITS)              # column blocks not finished (0: idle)
         block_row1 = Signal()                       # rows_left == 1, kept beside it
         block_only = Signal()                       # blocks_left == 1, kept beside it
+        # blocks_left != 0, kept beside it: its zero test in front of the start / pending decision
+        # → the job registers' enables was the 8x8 board build's longest path
+        active = Signal()
         last_row = Signal()                         # the job's last row comes next
 
         def activate(j):
             return [act.eq(j), t.eq(0), blk.eq(0), o_blk.eq(j.o_base), r_blk.eq(j.r_base),
                     lanes_left.eq(j.n), rows_left.eq(j.block_rows), blocks_left.eq(j.blocks),
-                    block_row1.eq(j.row1), block_only.eq(j.block1),
+                    block_row1.eq(j.row1), block_only.eq(j.block1), active.eq(j.live),
                     last_row.eq(j.row1 & j.block1)]
 
         # ---- stage 0: accept a beat, read its parameters and residual -------------------------
@@ -155,6 +159,7 @@ class Drain(wiring.Component):
                 with m.If(block_row1):
                     m.d.sync += [rows_left.eq(act.block_rows), blocks_left.eq(blocks_left - 1),
                                  block_row1.eq(act.row1), block_only.eq(blocks_left == 2),
+                                 active.eq(~block_only),
                                  last_row.eq(act.row1 & (blocks_left == 2))]
                 with m.Else():
                     m.d.sync += [rows_left.eq(rows_left - 1), block_row1.eq(rows_left == 2),
@@ -174,7 +179,7 @@ class Drain(wiring.Component):
         # job changes win over the per-beat updates above (they come later)
         finishing = take & row_end & last_row
         with m.If(self.start):
-            with m.If((blocks_left != 0) & ~finishing):
+            with m.If(active & ~finishing):
                 m.d.sync += [pending.eq(incoming), pending_valid.eq(1)]
             with m.Else():
                 m.d.sync += activate(incoming)
@@ -238,6 +243,6 @@ class Drain(wiring.Component):
 
         busy_pipe = Signal()
         m.d.comb += busy_pipe.eq(Cat(s[0] for s in side).any() | self.w_en.any())
-        m.d.comb += self.done.eq((blocks_left == 0) & ~pending_valid & ~busy_pipe)
+        m.d.comb += self.done.eq(~active & ~pending_valid & ~busy_pipe)
         m.d.comb += self.row.eq(take & row_end)
         return m
