@@ -182,15 +182,24 @@ def result_queue(m: Module, name: str, data, write_early, capacity: int, pops):
     own registered write enable and pointers (kept apart as replicas), so no enable or address
     has to reach every RAM cell of a wide unit's results. There is no full check: nothing in the
     write path but the registers. ``pops``: one pop signal per slice, all equal at all times
-    (the caller's replicas); ``nonempty``: one register per slice, kept from the level's next
-    value (the level's zero test in front of the pop was the LayerNorm's path)."""
+    (the caller's replicas); ``nonempty``: one register per slice, equal to ``level != 0`` at all
+    times, each updated from its own slice's write and pop and one shared flag, ``level == 1``:
+
+    - a write without a pop leaves the queue nonempty; a pop without a write empties it exactly
+      when the level was 1; otherwise the flag stays.
+
+    (The level's zero test in front of the pop was the LayerNorm's path; then the level's add →
+    its zero test → every slice's flag copy, across slices, the requantiser's.)"""
     size = 1 << max(1, (capacity - 1).bit_length())
     slices = queue_slices(len(data))
     writes = replicas(m, write_early, slices, f"{name}_write", reset_less=False)
     level = Signal(range(size + 1), name=f"{name}_level")
     level_next = level + writes[0] - pops[0]
-    m.d.sync += level.eq(level_next)
-    nonempty = replicas(m, level_next != 0, slices, f"{name}_nonempty", reset_less=False)
+    single = Signal(name=f"{name}_single")                      # level == 1
+    m.d.sync += [level.eq(level_next), single.eq(level_next == 1)]
+    nonempty = [Signal(name=f"{name}_nonempty_replica{k}") for k in range(slices)]
+    for k, flag in enumerate(nonempty):
+        m.d.sync += flag.eq(writes[k] | (flag & ~(pops[k] & single)))
     heads = []
     for k in range(slices):
         piece = data[k * QUEUE_SLICE_BITS:(k + 1) * QUEUE_SLICE_BITS]

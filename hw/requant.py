@@ -24,7 +24,7 @@ congested nets of the board build).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,9 +38,9 @@ BIAS_FRAC_BITS = 16
 OUT_BITS = 16
 RES_BITS = 16
 # stages besides the products: inputs, bias add, the shift by the amount's multiple of 8, by its
-# rest, bias and half, the rounding shift (by 8s, then the rest), residual, clamp compares, clamp
-# choice
-STAGES_BESIDE_PRODUCTS = 10
+# rest, bias and half, the rounding shift (by 8s, then the rest), residual (low half, high half),
+# clamp compares, clamp choice
+STAGES_BESIDE_PRODUCTS = 11
 
 
 def two_stage_shift(p: Pipeline, value, amount, name: str):
@@ -48,6 +48,28 @@ def two_stage_shift(p: Pipeline, value, amount, name: str):
     multiplexer level), then by the rest."""
     coarse = p.stage(value >> Cat(Const(0, 3), amount[3:]), f"{name}_by8")
     return p.stage(coarse >> p.stage(amount[:3], f"{name}_rest"), name)
+
+
+def split_add(p: Pipeline, a, b, name: str):
+    """``a + b`` (signed) two pipeline stages later: the low half's sum and carry, then the high
+    half's, each one carry chain of half the width."""
+    width = max(len(a), len(b)) + 1
+    half = width // 2
+    a_ext, b_ext = Signal(signed(width), name=f"{name}_a"), Signal(signed(width), name=f"{name}_b")
+    p.m.d.comb += [a_ext.eq(a), b_ext.eq(b)]
+    low = p.stage(a_ext[:half] + b_ext[:half], f"{name}_lo")
+    a_hi, b_hi = p.stage(a_ext[half:], f"{name}_a_hi"), p.stage(b_ext[half:], f"{name}_b_hi")
+    return p.stage(Cat(low[:half], (a_hi + b_hi + low[half])[:width - half]).as_signed(), name)
+
+
+def above(v, bits: int):
+    """``v > 2^(bits-1) - 1`` for a signed ``v``: not negative, and a bit set above the bound."""
+    return ~v[-1] & v[bits - 1:-1].any()
+
+
+def below(v, bits: int):
+    """``v < -2^(bits-1)`` for a signed ``v``: negative, and a bit clear above the bound."""
+    return v[-1] & ~v[bits - 1:-1].all()
 
 
 def lane_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
@@ -106,7 +128,7 @@ class Requantizer(wiring.Component):
         res = p.result(self.o)
         flags = self.i.payload
         wide = p.delay(flags.wide, stages - 2, "wide")
-        residual = p.delay(flags.residual, stages - 4, "residual")      # then a copy per lane
+        residual = p.delay(flags.residual, stages - 5, "residual")      # then a copy per lane
         m.d.comb += res.last.eq(p.delay(flags.last, stages, "last"))
 
         for n in range(cfg.requant_lanes):
@@ -143,14 +165,16 @@ class Requantizer(wiring.Component):
             # (in two stages too: its amount register → four LUT levels was the next path)
             y, ry7 = two_stage_shift(p, wc, shift, f"y{n}"), p.delay(ry, 2, f"ry7_{n}")
             # residual add, its flag copied per lane (one flag reaching every lane's adder was
-            # the 8-lane requantiser's path, 5.1 ns of routing); the clamp's compares for both
-            # output widths (the width flag choosing the bounds in front of two compares and the
-            # choice was 13.5 ns); then the choice, with the width flag copied per lane
+            # the 8-lane requantiser's path, 5.1 ns of routing), in two carry-chain halves (the
+            # flag → a 67-bit carry chain was the next); the clamp's compares for both output
+            # widths (the width flag choosing the bounds in front of two compares and the
+            # choice was 13.5 ns), as tests of the bits above the bound (no carry chain); then
+            # the choice, with the width flag copied per lane
             residual_n = p.stage(residual, f"residual_replica{n}")
-            total = p.stage(y + Mux(residual_n, ry7, 0), f"total{n}")
+            total = split_add(p, y, Mux(residual_n, ry7, 0), f"total{n}")
             top = (1 << (OUT_BITS - 1)) - 1
-            beyond = p.stage(Cat(total > 127, total < -128, total > top, total < -top - 1),
-                             f"beyond{n}")
+            beyond = p.stage(Cat(above(total, 8), below(total, 8), above(total, OUT_BITS),
+                                 below(total, OUT_BITS)), f"beyond{n}")
             kept, wide_n = p.stage(total, f"kept{n}"), p.stage(wide, f"wide_replica{n}")
             over = Mux(wide_n, beyond[2], beyond[0])
             under = Mux(wide_n, beyond[3], beyond[1])

@@ -75,6 +75,15 @@ def vectors(cfg: AcceleratorConfig, n: int, rng) -> list[dict]:
         beats.append({"lane": [{"x": x, "b": 0, "m": m, "e": e, "c": 0, "r": -(1 << 15),
                                 "rm": big, "re": 62}] * L,
                       "wide": 1, "residual": 1, "last": 0})
+    # the clamp bounds of both widths, met and crossed by one, with and without the residual
+    # term: x = 2y with m = 1, e = 1 gives y exactly; r = 2, rm = 1, re = 1 adds 1
+    for bound in (127, 255, (1 << 15) - 1, (1 << 16) - 1):
+        for y in (bound, bound + 1, -bound - 1, -bound - 2):
+            for wide in (0, 1):
+                for residual in (0, 1):
+                    beats.append({"lane": [{"x": 2 * (y - residual), "b": 0, "m": 1, "e": 1,
+                                            "c": 0, "r": 2, "rm": 1, "re": 1}] * L,
+                                  "wide": wide, "residual": residual, "last": 0})
     return beats
 
 
