@@ -60,9 +60,12 @@ class SequentialSqrt(wiring.Component):
                      self.o.payload.eq(root[:self.root_bits])]
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        # the operands load while idle (``i.ready``: from flip-flops only), so only ``busy``
+        # loads on the handshake (a caller's state through the handshake to ~100 enables)
+        with m.If(self.i.ready):
+            m.d.sync += [rem.eq(self.i.payload), root.eq(0), bit.eq(1 << (self.bits - 2))]
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [rem.eq(self.i.payload), root.eq(0), bit.eq(1 << (self.bits - 2)),
-                         busy.eq(1)]
+            m.d.sync += busy.eq(1)
         if self.split_steps:
             # phase 0: rem - (root | bit) registered (its sign is the compare); phase 1: choose
             diff = Signal(self.bits + 1, name="diff")
