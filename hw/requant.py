@@ -62,14 +62,29 @@ def split_add(p: Pipeline, a, b, name: str):
     return p.stage(Cat(low[:half], (a_hi + b_hi + low[half])[:width - half]).as_signed(), name)
 
 
-def above(v, bits: int):
-    """``v > 2^(bits-1) - 1`` for a signed ``v``: not negative, and a bit set above the bound."""
-    return ~v[-1] & v[bits - 1:-1].any()
+class ClampTests:
+    """Whether a signed value lies beyond the 8-bit and the ``OUT_BITS`` clamp bounds, in two
+    steps: :meth:`stage` registers, per group of at most 16 bits above the 8-bit bound, whether
+    any bit is set and whether all are (two LUT levels; one test over the 60 bits above the
+    bound was four, the requantiser's path at 142 MHz); :meth:`over` and :meth:`under` combine
+    the groups the next cycle."""
 
+    def __init__(self, p: Pipeline, v, name: str):
+        sign, width = v[-1], len(v)
+        cuts = [7, OUT_BITS - 1, *range(OUT_BITS + 15, width - 1, 16), width - 1]
+        self.groups = [v[lo:hi] for lo, hi in zip(cuts, cuts[1:])]
+        self.sign = p.stage(sign, f"{name}_sign")
+        self.any = p.stage(Cat(g.any() for g in self.groups), f"{name}_any")
+        self.all = p.stage(Cat(g.all() for g in self.groups), f"{name}_all")
 
-def below(v, bits: int):
-    """``v < -2^(bits-1)`` for a signed ``v``: negative, and a bit clear above the bound."""
-    return v[-1] & ~v[bits - 1:-1].all()
+    def over(self, wide):
+        """``v > 127``, or with ``wide`` ``v > 2^(OUT_BITS-1) - 1`` (group 0 holds the bits the
+        wide bound allows)."""
+        return ~self.sign & (self.any[1:].any() | (~wide & self.any[0]))
+
+    def under(self, wide):
+        """``v < -128``, or with ``wide`` ``v < -2^(OUT_BITS-1)``."""
+        return self.sign & (~self.all[1:].all() | (~wide & ~self.all[0]))
 
 
 def lane_layout(cfg: AcceleratorConfig, x_bits: int | None = None) -> data.StructLayout:
@@ -168,16 +183,14 @@ class Requantizer(wiring.Component):
             # the 8-lane requantiser's path, 5.1 ns of routing), in two carry-chain halves (the
             # flag → a 67-bit carry chain was the next); the clamp's compares for both output
             # widths (the width flag choosing the bounds in front of two compares and the
-            # choice was 13.5 ns), as tests of the bits above the bound (no carry chain); then
+            # choice was 13.5 ns), as tests of the bits above the bounds (no carry chain); then
             # the choice, with the width flag copied per lane
             residual_n = p.stage(residual, f"residual_replica{n}")
             total = split_add(p, y, Mux(residual_n, ry7, 0), f"total{n}")
             top = (1 << (OUT_BITS - 1)) - 1
-            beyond = p.stage(Cat(above(total, 8), below(total, 8), above(total, OUT_BITS),
-                                 below(total, OUT_BITS)), f"beyond{n}")
+            beyond = ClampTests(p, total, f"beyond{n}")
             kept, wide_n = p.stage(total, f"kept{n}"), p.stage(wide, f"wide_replica{n}")
-            over = Mux(wide_n, beyond[2], beyond[0])
-            under = Mux(wide_n, beyond[3], beyond[1])
+            over, under = beyond.over(wide_n), beyond.under(wide_n)
             hi, lo = Mux(wide_n, top, 127), Mux(wide_n, -top - 1, -128)
             out = p.stage(Mux(over, hi, Mux(under, lo, kept)), f"out{n}")
             m.d.comb += res.data[n].eq(out[:OUT_BITS])
