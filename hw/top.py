@@ -166,8 +166,10 @@ class Accelerator(wiring.Component):
         # both tables read every cycle (their addresses hold from the cycle before the data is
         # taken): the controller's read enable reaching the vector table's 1 280 output
         # registers' clock enables was the 8x8 board build's path (8.5 ns of routing)
+        # the instruction word registered once more (the controller takes it two cycles after
+        # its address, see :class:`~hw.controller.Controller`)
         m.d.comb += [imem_r.addr.eq(ctrl.i_addr),
-                     ctrl.i_data.eq(imem_r.data[:instr_layout.size])]
+                     ctrl.i_data.eq(register(m, imem_r.data[:instr_layout.size], "i_word"))]
         m.d.comb += vtab_r.addr.eq(ctrl.v_addr)
         # the parameters are latched the cycle after their read (the controller's LATCH state),
         # in slices with their own copy of the latch flag: one enable decoded from the
