@@ -8,18 +8,26 @@ both products in registered multipliers (:func:`hw.pipeline.split_product`).
 The table and shifts are run-time parameters (``params``), loaded by the controller per layer
 from the constants :func:`gen.unit_params.gelu` computes at compile time; they must be stable
 while elements flow. One element per lane per cycle, latency :data:`LATENCY`.
+
+Each lane looks its coefficients up in its own copy of the table in LUT RAM (three 16 × 24-bit
+memories, ``TRELLIS_DPR16X4`` on ECP5), rewritten one entry per cycle, round and round, from
+``params``. A pulse on ``load`` says ``params`` changed (the cycle their registers take the new
+value): the unit then takes no element until every entry has been rewritten since
+(:data:`TABLE_REFRESH` cycles). The table in registers, copied per two lanes with a 16:1
+multiplexer per coefficient bit, was 9 216 flip-flops at 16 lanes and did not route inside the
+timing harness (router2 congestion).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import validating
 from .pipeline import Pipeline, replicas, split_latency, split_product, vector_layout
 
 __all__ = ["GeluUnit", "params_layout", "SEGMENTS", "COEF_BITS", "GUARD", "MAX_FRAC_BITS",
-           "LATENCY"]
+           "LATENCY", "TABLE_REFRESH"]
 
 SEGMENTS = 16
 COEF_BITS = 24
@@ -29,8 +37,10 @@ MAX_FRAC_BITS = 16
 PRODUCT = split_latency(16, COEF_BITS + 1)
 # magnitude, segment, lookup; u = (c2 t) >> s; v; w = (v t) >> s; g; y
 LATENCY = 3 + (PRODUCT + 1) + 1 + (PRODUCT + 1) + 2
-LANES_PER_TABLE = 2
-LOOKUP_BITS = 8          # coefficient bits per segment register
+# cycles from a ``load`` pulse to a table rewritten from the new parameters: the entry chosen
+# (SEGMENTS cycles, from the cycle after the pulse), the write registered, the write itself
+TABLE_REFRESH = SEGMENTS + 4
+LANES_PER_WRITE = 4      # lanes sharing one copy of the table's write address and data
 
 
 def params_layout() -> data.StructLayout:
@@ -53,7 +63,7 @@ class GeluUnit(wiring.Component):
         self.out_bits = in_bits + MAX_FRAC_BITS + 1
         super().__init__({"i": In(stream.Signature(vector_layout(in_bits, lanes))),
                           "o": Out(stream.Signature(vector_layout(self.out_bits, lanes))),
-                          "params": In(params_layout())})
+                          "params": In(params_layout()), "load": In(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -62,11 +72,22 @@ class GeluUnit(wiring.Component):
         prm = self.params
         m.d.comb += [res.count.eq(p.delay(self.i.payload.count, LATENCY, "count")),
                      res.last.eq(p.delay(self.i.payload.last, LATENCY, "last"))]
-        # the coefficient table registered once per LANES_PER_TABLE lanes: each lane's lookup
-        # reads a copy placed beside it (one shared table reaching every lane was the unit's
-        # longest path); the table is stable while elements flow, so the copies always agree
-        tables = replicas(m, Cat(prm.c0.as_value(), prm.c1.as_value(), prm.c2.as_value()),
-                          -(-self.lanes // LANES_PER_TABLE), "coef")
+        # ---- the coefficient table: rewritten one entry per cycle into every lane's copy ----
+        entry = Signal(range(SEGMENTS), name="entry")
+        m.d.sync += entry.eq(entry + 1)
+        coefs = [prm.c0, prm.c1, prm.c2]
+        row = Array(Cat(*(c[s_] for c in coefs)) for s_ in range(SEGMENTS))[entry]
+        writes = replicas(m, Cat(entry, row), -(-self.lanes // LANES_PER_WRITE), "table_write")
+        # no element until every entry has been rewritten since the last load
+        since = Signal(range(TABLE_REFRESH + 1), name="since_load")
+        fresh = Signal(name="table_fresh")
+        with m.If(self.load):
+            m.d.sync += [since.eq(0), fresh.eq(0)]
+        with m.Elif(~fresh):
+            m.d.sync += [since.eq(since + 1), fresh.eq(since == TABLE_REFRESH - 1)]
+        gated = stream.Signature(self.i.payload.shape()).create()
+        m.d.comb += [gated.payload.eq(self.i.payload), gated.valid.eq(self.i.valid & fresh),
+                     self.i.ready.eq(gated.ready & fresh)]
         # the segment shift, fraction bits and segment count registered per lane: each lane's
         # three barrel shifters and its compare read their own copy (stable like the table)
         shape = data.StructLayout({"seg_shift": unsigned(5), "frac_bits": unsigned(5),
@@ -74,27 +95,28 @@ class GeluUnit(wiring.Component):
         shapes = replicas(m, Cat(prm.seg_shift, prm.frac_bits, prm.segments), self.lanes,
                           "shape")
         for n in range(self.lanes):
-            q = self.i.payload.data[n]
+            q = gated.payload.data[n]
             lane_shape = data.View(shape, shapes[n])
             shift = lane_shape.seg_shift
-            table = data.View(data.ArrayLayout(params_layout()["c0"].shape, 3),
-                              tables[n // LANES_PER_TABLE])
             # s1 magnitude, s2 segment and offset (the barrel shift), s3 coefficient lookup
             a = p.stage(Mux(q < 0, -q, q).as_unsigned()[:self.in_bits], f"a{n}")
             relu = p.delay(Mux(q > 0, q, 0), 3, f"relu{n}")
-            # the segment in a register per coefficient: each drives ~100 lookup LUTs
-            # the segment in a register per byte of the three coefficients (one per coefficient
-            # still had to reach 96 lookup LUTs: 8 ns of routing)
-            pieces = COEF_BITS // LOOKUP_BITS
-            seg, *segs = replicas(m, a >> shift, 1 + 3 * pieces, f"seg{n}")
+            # the segment in a register per coefficient memory (each addresses its 6 LUT-RAM
+            # blocks) and one for the range check
+            seg, *segs = replicas(m, a >> shift, 1 + len(coefs), f"seg{n}")
             t = p.delay((a & ((1 << shift) - 1))[:self.in_bits], 2, f"t{n}")
+            write = writes[n // LANES_PER_WRITE]
 
             def lookup(k, name):
-                """Coefficient ``k`` of the lane's segment, a byte per segment register."""
-                parts = [Array(table[k][s_][b * LOOKUP_BITS:(b + 1) * LOOKUP_BITS]
-                               for s_ in range(SEGMENTS))[segs[k * pieces + b][:4]]
-                         for b in range(pieces)]
-                return p.stage(Cat(*parts).as_signed(), name)
+                """Coefficient ``k`` of the lane's segment, from the lane's copy of the table."""
+                mem = memory.Memory(shape=signed(COEF_BITS), depth=SEGMENTS, init=[])
+                m.submodules[name + "_table"] = mem
+                w, r = mem.write_port(), mem.read_port(domain="comb")
+                at = len(entry) + k * COEF_BITS
+                m.d.comb += [w.addr.eq(write[:len(entry)]), w.en.eq(1),
+                             w.data.eq(write[at:at + COEF_BITS]),
+                             r.addr.eq(segs[k][:len(entry)])]
+                return p.stage(r.data, name)
 
             c0, c1, c2 = (lookup(k, f"{c}_{n}") for k, c in enumerate(("c0", "c1", "c2")))
             ins = p.stage(seg < lane_shape.segments, f"inside{n}")
@@ -115,5 +137,5 @@ class GeluUnit(wiring.Component):
             relu7 = p.stage(relu6, f"relu7_{n}")
             y = p.stage((relu7 << lane_shape.frac_bits) - g, f"y{n}")
             m.d.comb += res.data[n].eq(y)
-        p.connect(self.i, self.o, LATENCY)
+        p.connect(gated, self.o, LATENCY)
         return m

@@ -184,6 +184,8 @@ class Accelerator(wiring.Component):
             with m.If(latch):
                 m.d.sync += flat[at].eq(vtab_r.data[at])
         m.d.comb += [smx.params.eq(vparams.softmax), gelu.params.eq(vparams.gelu)]
+        if "load" in gelu.signature.members:        # the dyad GELU's table copies refresh
+            m.d.comb += gelu.load.eq(latches[0])
 
         # ---- decode into engine jobs ---------------------------------------------------------
         ins = ctrl.instr

@@ -92,6 +92,34 @@ def test_gelu_unit(in_bits, scale):
     assert got[0] == intops.gelu_poly(q, scale, consts=k)[0].tolist()
 
 
+def test_gelu_unit_new_params_after_load():
+    """Layers back to back, as the controller runs them: the parameters change (with a ``load``
+    pulse, the cycle their registers take them) and elements follow at once; every element
+    must use the new table, none a stale entry of the previous layer's."""
+    rnd, rng = random.Random(7), np.random.default_rng(7)
+    layers = [(4 / 127, 8), (0.5, 8), (0.02, 8), (0.5, 8)]
+    dut, got = GeluUnit(lanes=2, in_bits=8), []
+    inputs = [np.concatenate([[-128, 127, 0], rng.integers(-128, 128, 21)]) for _ in layers]
+
+    async def bench(ctx):
+        for (scale, bits), q in zip(layers, inputs):
+            ctx.set(dut.params, gelu_params(intops.ct_gelu_poly(scale, bits)))
+            ctx.set(dut.load, 1)
+            await ctx.tick()
+            ctx.set(dut.load, 0)
+            beats = [{"data": [int(v) for v in q[k:k + 2]], "count": 2,
+                      "last": int(k + 2 == len(q))} for k in range(0, len(q), 2)]
+            # the unit's output queue holds a layer's 12 beats: feed them, then collect
+            await feed(ctx, dut.i, beats, rnd)
+            rows = await drain(ctx, dut.o, 1, rnd, until_last=True)
+            got.append([v for beat in rows[0] for v in list(beat.data)[:beat.count]])
+
+    simulate(dut, bench)
+    for (scale, bits), q, g in zip(layers, inputs, got):
+        k = intops.ct_gelu_poly(scale, bits)
+        assert g == intops.gelu_poly(q, scale, consts=k)[0].tolist(), scale
+
+
 @pytest.mark.parametrize("mode", ["ivit", "dyad"])
 @pytest.mark.parametrize("lanes, length, scale, out_bits",
                          [(4, 17, 0.05, 16), (3, 9, 0.2, 8), (1, 5, 0.01, 16), (4, 1, 0.3, 16)])
