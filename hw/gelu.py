@@ -24,7 +24,7 @@ from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .checks import validating
-from .pipeline import Pipeline, replicas, split_latency, split_product, vector_layout
+from .pipeline import Pipeline, register, replicas, split_latency, split_product, vector_layout
 
 __all__ = ["GeluUnit", "params_layout", "SEGMENTS", "COEF_BITS", "GUARD", "MAX_FRAC_BITS",
            "LATENCY", "TABLE_REFRESH"]
@@ -37,9 +37,10 @@ MAX_FRAC_BITS = 16
 PRODUCT = split_latency(16, COEF_BITS + 1)
 # magnitude, segment, lookup; u = (c2 t) >> s; v; w = (v t) >> s; g; y
 LATENCY = 3 + (PRODUCT + 1) + 1 + (PRODUCT + 1) + 2
-# cycles from a ``load`` pulse to a table rewritten from the new parameters: the entry chosen
-# (SEGMENTS cycles, from the cycle after the pulse), the write registered, the write itself
-TABLE_REFRESH = SEGMENTS + 4
+# cycles from a ``load`` pulse to a table rewritten from the new parameters: the entries chosen
+# (SEGMENTS cycles, from the cycle after the pulse), in two registered steps, the write itself
+TABLE_REFRESH = SEGMENTS + 5
+SEGMENT_GROUP = 4        # entries chosen among by a group's own counter copy, then the groups
 LANES_PER_WRITE = 4      # lanes sharing one copy of the table's write address and data
 
 
@@ -73,10 +74,20 @@ class GeluUnit(wiring.Component):
         m.d.comb += [res.count.eq(p.delay(self.i.payload.count, LATENCY, "count")),
                      res.last.eq(p.delay(self.i.payload.last, LATENCY, "last"))]
         # ---- the coefficient table: rewritten one entry per cycle into every lane's copy ----
-        entry = Signal(range(SEGMENTS), name="entry")
-        m.d.sync += entry.eq(entry + 1)
+        # The entry is chosen in two registered steps, within each group of SEGMENT_GROUP
+        # entries by the group's own copy of the entry counter, then among the groups (one
+        # counter choosing among all 16 entries of the 1 152 parameter bits was the harness's
+        # path: 8.4 ns of routing to the far multiplexers)
         coefs = [prm.c0, prm.c1, prm.c2]
-        row = Array(Cat(*(c[s_] for c in coefs)) for s_ in range(SEGMENTS))[entry]
+        rows = [Cat(*(c[s_] for c in coefs)) for s_ in range(SEGMENTS)]
+        groups = SEGMENTS // SEGMENT_GROUP
+        counters = [Signal(range(SEGMENTS), name=f"entry_replica{g}") for g in range(groups)]
+        m.d.sync += [c.eq(c + 1) for c in counters]
+        low = SEGMENT_GROUP.bit_length() - 1
+        parts = [register(m, Array(rows[g * SEGMENT_GROUP:(g + 1) * SEGMENT_GROUP])[c[:low]],
+                          f"table_part{g}") for g, c in enumerate(counters)]
+        entry = register(m, counters[0], "entry")                   # the entry parts hold
+        row = Array(parts)[entry[low:]]
         writes = replicas(m, Cat(entry, row), -(-self.lanes // LANES_PER_WRITE), "table_write")
         # no element until every entry has been rewritten since the last load
         since = Signal(range(TABLE_REFRESH + 1), name="since_load")
