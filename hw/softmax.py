@@ -127,12 +127,17 @@ class Shiftmax(wiring.Component):
         """The mode's exponential of ``x <= 0`` as a ``EXP_LATENCY``-cycle pipeline (no stall:
         the exp phase never waits); ``bound``: the lane's :func:`~hw.shiftexp.clamp_bounds`
         (``ivit``)."""
-        prm = self.params
-
         def reg(v, name):
             return register(m, v, f"{name}_{n}")
 
         if self.mode == "dyad":
+            # the exponential's constants copied per lane (a layer's constants, stable long
+            # before a row's first exponential): the shared parameter → c1 + u → a lane's
+            # multiplier input was the 16-lane unit's path, 11.6 ns of routing
+            fields = ("mul", "mul_shift", "c0", "c1", "c2")
+            layout = data.StructLayout({f: params_layout("dyad")[f].shape for f in fields})
+            prm = data.View(layout, replicas(m, Cat(*(self.params[f] for f in fields)), 1,
+                                             f"exp_params{n}")[0])
             # the wide products' operands go into the multipliers' input registers, their partial
             # products are summed a cycle later
             def multiply(a, b, name):
