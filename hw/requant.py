@@ -64,18 +64,18 @@ def split_add(p: Pipeline, a, b, name: str):
 
 class ClampTests:
     """Whether a signed value lies beyond the 8-bit and the ``OUT_BITS`` clamp bounds, in two
-    steps: :meth:`stage` registers, per group of at most 16 bits above the 8-bit bound, whether
-    any bit is set and whether all are (two LUT levels; one test over the 60 bits above the
-    bound was four, the requantiser's path at 142 MHz); :meth:`over` and :meth:`under` combine
-    the groups the next cycle."""
+    steps: the constructor registers, per group of at most 16 bits above the 8-bit bound,
+    whether any bit is set and whether all are (two LUT levels; one test over the 60 bits above
+    the bound was four, the requantiser's path at 142 MHz); :meth:`over` and :meth:`under`
+    combine the groups the next cycle."""
 
     def __init__(self, p: Pipeline, v, name: str):
-        sign, width = v[-1], len(v)
+        width = len(v)
         cuts = [7, OUT_BITS - 1, *range(OUT_BITS + 15, width - 1, 16), width - 1]
-        self.groups = [v[lo:hi] for lo, hi in zip(cuts, cuts[1:])]
-        self.sign = p.stage(sign, f"{name}_sign")
-        self.any = p.stage(Cat(g.any() for g in self.groups), f"{name}_any")
-        self.all = p.stage(Cat(g.all() for g in self.groups), f"{name}_all")
+        groups = [v[lo:hi] for lo, hi in zip(cuts, cuts[1:])]
+        self.sign = p.stage(v[-1], f"{name}_sign")
+        self.any = p.stage(Cat(g.any() for g in groups), f"{name}_any")
+        self.all = p.stage(Cat(g.all() for g in groups), f"{name}_all")
 
     def over(self, wide):
         """``v > 127``, or with ``wide`` ``v > 2^(OUT_BITS-1) - 1`` (group 0 holds the bits the

@@ -9,12 +9,13 @@ from amaranth.sim import Simulator
 PATIENCE = 20_000       # cycles a port may stay blocked (far above any unit's row latency)
 
 
-async def wait_for(ctx, signal, what: str, patience: int = PATIENCE):
-    """Tick until ``signal`` is sampled high at a clock edge; fail after ``patience`` edges."""
+async def wait_for(ctx, signal, what: str, patience: int = PATIENCE, sample=()):
+    """Tick until ``signal`` is sampled high at a clock edge; fail after ``patience`` edges.
+    Returns the values of the ``sample`` signals at that edge."""
     for _ in range(patience):
-        *_, value = await ctx.tick().sample(signal)
+        *_, value = values = await ctx.tick().sample(*sample, signal)
         if value:
-            return
+            return values[-1 - len(sample):-1]
     raise AssertionError(f"{what}: no progress in {patience} cycles")
 
 

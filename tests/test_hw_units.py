@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from simstreams import PATIENCE, drain, feed, simulate
+from simstreams import drain, feed, simulate, wait_for
 
 from gen import intops
 from hw.config import DEVICES, PRESETS, AcceleratorConfig, ConfigError
@@ -38,12 +38,8 @@ def _run_array(cfg, ks, stall, seed=0):
                 while rnd.random() < stall:
                     await ctx.tick()
                 ctx.set(dut.o.ready, 1)
-                for _ in range(PATIENCE):
-                    *_, payload, valid = await ctx.tick().sample(dut.o.payload, dut.o.valid)
-                    if valid:
-                        break
-                else:
-                    raise AssertionError(f"array output stalled at row {i}")
+                payload, = await wait_for(ctx, dut.o.valid, f"array output stalled at row {i}",
+                                          sample=(dut.o.payload,))
                 ctx.set(dut.o.ready, 0)
                 assert payload.last == (i == cfg.rows - 1)
                 rows.append(list(payload.data))
