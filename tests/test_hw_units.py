@@ -87,45 +87,57 @@ def test_requant_amaranth_sim():
 @pytest.mark.parametrize("lanes,depth", [(2, 16), (8, 40), (16, 64)])
 def test_scratchpad_memory(lanes, depth):
     """Every read port against a model of the memory: random element-enabled writes (edge values
-    -128, 127, 0 among them), every port reading every cycle, the first and last addresses
-    included; each port's word compared ``latency`` cycles after its address."""
-    from hw.scratchpad_memory import DIRECT, REGISTERED, ScratchpadMemory
+    -128, 127, 0 among them), stored ``WRITE_DELAY`` cycles after they are given, every port
+    reading every cycle, the first and last addresses included; each port's word compared
+    ``latency`` cycles after its address with the writes stored at earlier edges than its read's
+    (``latency - 1`` cycles after the address), the address just written read back as soon as
+    that allows."""
+    from hw.scratchpad_memory import DIRECT, REGISTERED, WRITE_DELAY, ScratchpadMemory
     latencies = (REGISTERED, DIRECT, REGISTERED)
+    assert max(latencies) - 1 <= WRITE_DELAY        # every write a read could meet is known
     dut = ScratchpadMemory(lanes, depth, latencies)
     rnd, cycles = random.Random(lanes * depth), 400
     model = [[0] * lanes for _ in range(depth)]
+    stores = {}                             # edge (cycle) -> (address, data, enables)
     checked = []
 
     def element():
         return rnd.choice([-128, 127, 0, -1, rnd.randrange(-128, 128)])
 
     async def bench(ctx):
-        pending = []                        # (due cycle, port, expected word)
+        reads = []                          # (read edge, due cycle, port, address)
+        last_write = 0
         for cycle in range(cycles):
-            waddr = rnd.choice([0, depth - 1, rnd.randrange(depth)])
+            waddr = rnd.choice([0, depth - 1, last_write, rnd.randrange(depth)])
             wdata = [element() for _ in range(lanes)]
             wen = [int(rnd.random() < 0.5) for _ in range(lanes)]
             writing = rnd.random() < 0.7 and cycle < cycles - 4
             ctx.set(dut.write.addr, waddr)
             ctx.set(dut.write.data, wdata)
             ctx.set(dut.write.en, int("".join(map(str, reversed(wen))), 2) if writing else 0)
+            if writing:
+                stores[cycle + WRITE_DELAY] = (waddr, wdata, wen)
+                last_write = waddr
             for n, lat in enumerate(latencies):
-                # never the address written this cycle (undefined on a block RAM)
-                raddr = rnd.choice([0, depth - 1, rnd.randrange(depth)])
-                if writing and raddr == waddr:
+                edge = cycle + lat - 1
+                raddr = rnd.choice([0, depth - 1, last_write, rnd.randrange(depth)])
+                # never the address stored at the read's own edge (undefined on a block RAM)
+                if edge in stores and stores[edge][0] == raddr:
                     raddr = (raddr + 1) % depth
                 ctx.set(dut.read[n].addr, raddr)
-                pending.append((cycle + lat, n, list(model[raddr])))
-            for n in range(len(latencies)):
-                for due, port, want in [p for p in pending if p[0] == cycle and p[1] == n]:
-                    assert [ctx.get(dut.read[n].data[e]) for e in range(lanes)] == want, \
-                        f"port {n} (latency {latencies[n]}), cycle {cycle}"
-                    checked.append(due)
-            pending = [p for p in pending if p[0] > cycle]
-            if writing:
+                reads.append((edge, cycle + lat, n, raddr))
+            # the words read at this edge, from the stores of the edges before it
+            reads = [(e, due, n, a if e != cycle else list(model[a])) for e, due, n, a in reads]
+            for _, due, n, want in [r for r in reads if r[1] == cycle]:
+                assert [ctx.get(dut.read[n].data[e]) for e in range(lanes)] == want, \
+                    f"port {n} (latency {latencies[n]}), cycle {cycle}"
+                checked.append(due)
+            reads = [r for r in reads if r[1] > cycle]
+            if cycle in stores:
+                addr, wdata_, wen_ = stores.pop(cycle)
                 for e in range(lanes):
-                    if wen[e]:
-                        model[waddr][e] = wdata[e]
+                    if wen_[e]:
+                        model[addr][e] = wdata_[e]
             await ctx.tick()
 
     simulate(dut, bench)
