@@ -115,22 +115,27 @@ class LayerNorm(wiring.Component):
         load = RowLoader(m, self.i, row_w, D, S, L, self.error)
         beat = load.beat
 
-        # the masked lanes registered, and their squares in the multipliers' own registers, then
-        # adder trees registered at every level; the beat's tag alongside
+        # the masked lanes registered, and their squares in the multipliers' own registers and
+        # once more in the fabric (a multiplier's output routed straight into an adder placed
+        # 45 columns away was the 16-lane unit's path), then adder trees registered at every
+        # level; the beat's tag alongside
         def reg(v, name):
             return register(m, v, name)
 
         live = [reg(Mux(beat.live[n], beat.data[n], 0), f"live{n}") for n in range(L)]
-        squares = [dsp.product(m, platform, x, x, f"square{n}") for n, x in enumerate(live)]
-        beat_sum = reg(reg(tree_sum(live, stage=reg), "beat_sum0"), "beat_sum")
+        squares = [reg(dsp.product(m, platform, x, x, f"square{n}"), f"square{n}_q")
+                   for n, x in enumerate(live)]
+        beat_sum = delay(m, tree_sum(live, stage=reg), dsp.LATENCY + 1, "beat_sum")
         square_sum = tree_sum(squares, stage=reg)
-        tag = delay(m, beat, tree_levels(L) + 1 + dsp.LATENCY, "sums_tag")
+        tag = delay(m, beat, tree_levels(L) + 1 + dsp.LATENCY + 1, "sums_tag")
         total = Signal(signed(self.sum_bits))
         sumsq = Signal(vb)
         n_elems = Signal(n_bits)
-        row_total = Mux(tag.first, 0, total) + beat_sum
-        row_sumsq = Mux(tag.first, 0, sumsq) + square_sum
-        row_n = Mux(tag.first, 0, n_elems) + tag.count
+        # a row's first beat chooses after the adds (a row's first beat clearing the running
+        # sum of squares before its 45-bit carry chain was the 16-lane unit's path)
+        row_total = Mux(tag.first, beat_sum, total + beat_sum)
+        row_sumsq = Mux(tag.first, square_sum, sumsq + square_sum)
+        row_n = Mux(tag.first, tag.count, n_elems + tag.count)
         with m.If(tag.valid):
             m.d.sync += [total.eq(row_total), sumsq.eq(row_sumsq), n_elems.eq(row_n)]
         loaded_w, loaded = stream_fifo(m, row_layout(
@@ -265,14 +270,19 @@ class LayerNorm(wiring.Component):
         src = replay.o.payload
         p = Pipeline(m, "out", platform)
         res = p.result(self.o)
-        # y = x - mean registered, then y and f into the multipliers' input registers
-        ys = [p.stage(src.data[n * W:(n + 1) * W].as_signed() - src.row.mean, f"y{n}")
-              for n in range(L)]
-        # f registered once per four lanes (one f reaching all 2L multipliers was the path)
-        fs = pipeline.replicas(m, src.row.f, -(-L // LANES_PER_F), "f")
+        # x and the mean registered (the mean once per four lanes: one mean reaching every
+        # lane's subtraction was the 16-lane unit's path, 5.1 ns of routing), y = x - mean
+        # registered, then y and f into the multipliers' input registers
+        groups = -(-L // LANES_PER_F)
+        xs = [p.stage(src.data[n * W:(n + 1) * W].as_signed(), f"x{n}") for n in range(L)]
+        means = pipeline.replicas(m, src.row.mean, groups, "mean")
+        ys = [p.stage(x - means[n // LANES_PER_F], f"y{n}") for n, x in enumerate(xs)]
+        # f registered twice, the second time once per four lanes (one f reaching all 2L
+        # multipliers was the path)
+        fs = pipeline.replicas(m, register(m, src.row.f, "f_early"), groups, "f")
         outs = [(split_product(p.product, p.stage, y, fs[n // LANES_PER_F], f"out{n}") >> 1)
                 [:OUT_BITS] for n, y in enumerate(ys)]
-        depth = 1 + split_latency(len(ys[0]), len(fs[0]))
+        depth = 2 + split_latency(len(ys[0]), len(fs[0]))
         framed = p.delay(Cat(src.count, src.last), depth, "framing")
         m.d.comb += [Cat(res.count, res.last).eq(framed),
                      *[res.data[n].eq(v) for n, v in enumerate(outs)]]

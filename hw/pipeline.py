@@ -14,7 +14,7 @@ from . import dsp
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "delay_line",
            "masked_max", "lane_mask", "tree_sum", "tree_levels", "split_product", "split_latency",
-           "replicas", "result_queue", "queue_slices", "KEEP_REPLICAS"]
+           "replicas", "result_queue", "queue_slices", "stepped", "KEEP_REPLICAS"]
 
 
 def wire(m: Module, value, name: str):
@@ -171,12 +171,14 @@ def vector_layout(width: int, lanes: int, *, is_signed: bool = True) -> data.Str
 
 
 QUEUE_SLICE_BITS = 64      # result bits per queue slice (its own write enable and pointers)
+VALID_COPY_STAGES = 3      # the valid chain's last stages, one copy per queue slice
 
 
-def result_queue(m: Module, name: str, data, write_early, capacity: int, pops):
+def result_queue(m: Module, name: str, data, writes_early, capacity: int, pops):
     """A first-in first-out queue of ``data`` in LUT-RAM that the caller keeps from overflowing
-    (a credit count): ``data`` is written in the cycle after ``write_early``, the head leaves on
-    a pop. Returns ``(nonempty, head)``; ``head`` is read combinationally.
+    (a credit count): ``data`` is written in the cycle after ``writes_early`` (one signal per
+    slice, all equal at all times: the caller's copies), the head leaves on a pop. Returns
+    ``(nonempty, head)``; ``head`` is read combinationally.
 
     The width is cut into :func:`queue_slices` slices of :data:`QUEUE_SLICE_BITS`, each with its
     own registered write enable and pointers (kept apart as replicas), so no enable or address
@@ -189,14 +191,17 @@ def result_queue(m: Module, name: str, data, write_early, capacity: int, pops):
       when the level was 1; otherwise the flag stays.
 
     (The level's zero test in front of the pop was the LayerNorm's path; then the level's add →
-    its zero test → every slice's flag copy, across slices, the requantiser's.)"""
+    its zero test → every slice's flag copy, across slices, the requantiser's; then the pop →
+    the level's add → its test for 1, LayerNorm's: the test is now :func:`stepped`.)"""
     size = 1 << max(1, (capacity - 1).bit_length())
     slices = queue_slices(len(data))
-    writes = replicas(m, write_early, slices, f"{name}_write", reset_less=False)
+    assert len(writes_early) == slices
+    writes = [replicas(m, early, 1, f"{name}_write{k}", reset_less=False)[0]
+              for k, early in enumerate(writes_early)]
     level = Signal(range(size + 1), name=f"{name}_level")
-    level_next = level + writes[0] - pops[0]
     single = Signal(name=f"{name}_single")                      # level == 1
-    m.d.sync += [level.eq(level_next), single.eq(level_next == 1)]
+    m.d.sync += [level.eq(level + writes[0] - pops[0]),
+                 single.eq(stepped(level, writes[0], pops[0], lambda v: v == 1))]
     nonempty = [Signal(name=f"{name}_nonempty_replica{k}") for k in range(slices)]
     for k, flag in enumerate(nonempty):
         m.d.sync += flag.eq(writes[k] | (flag & ~(pops[k] & single)))
@@ -212,6 +217,14 @@ def result_queue(m: Module, name: str, data, write_early, capacity: int, pops):
         m.d.comb += [w.addr.eq(at), w.en.eq(writes[k]), w.data.eq(piece), r.addr.eq(head_at)]
         heads.append(r.data)
     return nonempty, Cat(*heads)
+
+
+def stepped(value, up, down, test):
+    """``test(value + up - down)`` for one-bit ``up`` and ``down``, with no add in front of the
+    test: the tests of ``value + 1``, ``value - 1`` and ``value`` itself, chosen by ``up`` and
+    ``down``. A late ``down`` (a queue's pop) then passes one multiplexer, not a carry chain
+    and a compare after it."""
+    return Mux(up & ~down, test(value + 1), Mux(down & ~up, test(value - 1), test(value)))
 
 
 def queue_slices(width: int) -> int:
@@ -294,14 +307,23 @@ class Pipeline:
         held = Signal(range(capacity + 1), name=f"{self.name}_held")   # accepted, not popped
         # ``i.ready`` is ``held < capacity - lead``, kept in a register computed from ``held``'s
         # next value (the compare on ``held`` → a row replay's issue → its address register
-        # enables was the LayerNorm's longest path)
+        # enables was the LayerNorm's longest path), by :func:`stepped`: no add after the pop
         ready = Signal(init=int(capacity > lead), name=f"{self.name}_in_ready")
-        held_next = held + accept - pops[0]
-        m.d.sync += [held.eq(held_next), ready.eq(held_next < capacity - lead)]
+        m.d.sync += [held.eq(held + accept - pops[0]),
+                     ready.eq(stepped(held, accept, pops[0], lambda v: v < capacity - lead))]
         m.d.comb += i.ready.eq(ready)
+        # the valid chain shared, then its last VALID_COPY_STAGES stages one copy per slice
+        # (each kept apart as a replica): one chain's last register driving every slice's write
+        # enable copy, and so its pointer and LUT-RAM cells, was LayerNorm's path (7.9 ns of
+        # routing from a slice's enable to its write pointer)
+        copied = min(VALID_COPY_STAGES, depth - 1)
+        shared = delay(m, accept, depth - 1 - copied, f"{self.name}_valid")
+        writes_early = [shared] * len(pops)
+        for n in range(copied):
+            writes_early = [replicas(m, w, 1, f"{self.name}_valid{n}_replica{k}",
+                                     reset_less=False)[0] for k, w in enumerate(writes_early)]
         nonempty, head = result_queue(m, f"{self.name}_queue", self.result(o).as_value(),
-                                      delay(m, accept, depth - 1, f"{self.name}_valid"),
-                                      capacity, pops)
+                                      writes_early, capacity, pops)
         skid_valid = Signal(name=f"{self.name}_skid_valid")
         # the output and skid registers in the queue's slices, each slice with its own copies of
         # ``o.valid`` and the skid's flag (equal to them at all times): one output-register
