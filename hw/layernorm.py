@@ -184,12 +184,14 @@ class LayerNorm(wiring.Component):
                 msd = split_product(multiply, lambda v, n: register(m, v, n), mean, sd,
                                     f"{name}_msd")                           # mean * (total + d)
                 neg = row.total < 0
-                mag = Mux(neg, -row.total, row.total)
-                # |total| again in a register for the remainder, long after the division took it
-                # (the negation and the subtraction in one cycle were the unit's path, 8.8 ns)
-                mag_q = register(m, mag, f"{name}_mag")
-                call(m, div, "RUN", [div.i.payload.num.eq(mag), div.i.payload.den.eq(row.n)],
-                     lambda q: [q0.eq(q)], "PRODUCT0")
+                # |total| in a register, for the division (a cycle after the row is taken: the
+                # negation's carry chain in front of the divider's operand registers was the
+                # 16-lane unit's path) and the remainder (the negation and the subtraction in
+                # one cycle were the unit's path, 8.8 ns)
+                mag_q = register(m, Mux(neg, -row.total, row.total), f"{name}_mag")
+                with m.State("RUN"):
+                    m.next = "DIVIDE"
+                call(m, div, "DIVIDE", lambda q: [q0.eq(q)], "PRODUCT0")
                 wait("PRODUCT", dsp.LATENCY, "REMAINDER")
                 with m.State("REMAINDER"):
                     m.d.sync += rem.eq(mag_q - qn)
@@ -212,7 +214,8 @@ class LayerNorm(wiring.Component):
                 with m.State("VARIANCE"):
                     m.d.sync += var.eq(row.sumsq - msd)
                     m.next = "OUT"
-            m.d.comb += describe(o.payload, row, mean=mean, var=var)
+            m.d.comb += [div.i.payload.num.eq(mag_q), div.i.payload.den.eq(row.n),
+                         *describe(o.payload, row, mean=mean, var=var)]
 
         def root(name, i, o):
             """dyad: std = max(isqrt(var), 1), exact."""
@@ -220,9 +223,9 @@ class LayerNorm(wiring.Component):
                                                                    self.split)
             std = Signal(vb, name=f"{name}_std")
             with row_stage(m, name, i, o) as row:
-                call(m, sqrt, "RUN", [sqrt.i.payload.eq(row.var)],
-                     lambda r: [std.eq(Mux(r == 0, 1, r))], "OUT")
-            m.d.comb += describe(o.payload, row, mean=row.mean, std=std)
+                call(m, sqrt, "RUN", lambda r: [std.eq(Mux(r == 0, 1, r))], "OUT")
+            m.d.comb += [sqrt.i.payload.eq(row.var),
+                         *describe(o.payload, row, mean=row.mean, std=std)]
 
         def newton_step(first):
             """ivit: k = (k + var // k) >> 1, from k = 2^16."""
@@ -232,10 +235,9 @@ class LayerNorm(wiring.Component):
                 k = Signal(vb, name=f"{name}_k")
                 with row_stage(m, name, i, o) as row:
                     k_in = (1 << 16) if first else row.k
-                    call(m, div, "RUN", [div.i.payload.num.eq(row.var),
-                                         div.i.payload.den.eq(k_in)],
-                         lambda q: [k.eq((k_in + q) >> 1)], "OUT")
-                m.d.comb += describe(o.payload, row, mean=row.mean, var=row.var, k=k)
+                    call(m, div, "RUN", lambda q: [k.eq((k_in + q) >> 1)], "OUT")
+                m.d.comb += [div.i.payload.num.eq(row.var), div.i.payload.den.eq(k_in),
+                             *describe(o.payload, row, mean=row.mean, var=row.var, k=k)]
             return build
 
         def reciprocal(name, i, o):
@@ -244,10 +246,9 @@ class LayerNorm(wiring.Component):
                 31, vb, ENGINE_BITS_PER_CYCLE, split_steps=self.split)
             f = Signal(31, name=f"{name}_f")
             with row_stage(m, name, i, o) as row:
-                call(m, div, "RUN", [div.i.payload.num.eq((1 << 31) - 1),
-                                     div.i.payload.den.eq(row.std)],
-                     lambda q: [f.eq(q)], "OUT")
-            m.d.comb += describe(o.payload, row, mean=row.mean, f=f)
+                call(m, div, "RUN", lambda q: [f.eq(q)], "OUT")
+            m.d.comb += [div.i.payload.num.eq((1 << 31) - 1), div.i.payload.den.eq(row.std),
+                         *describe(o.payload, row, mean=row.mean, f=f)]
 
         copies = iter(self.stage_copies)
         stage_copies(m, "mean", loaded, centred, next(copies), mean_and_variance)

@@ -238,9 +238,9 @@ class Shiftmax(wiring.Component):
                 if self.mode == "ivit":
                     den = Mux(row.total > (1 << 31) - 1, (1 << 31) - 1, row.total)
                 num = next(nums)
-                call(m, div, "RUN", [div.i.payload.num.eq(num), div.i.payload.den.eq(den)],
-                     lambda q: [f.eq(q)], "OUT")
-            m.d.comb += describe(o.payload, row, f=f)
+                call(m, div, "RUN", lambda q: [f.eq(q)], "OUT")
+            m.d.comb += [div.i.payload.num.eq(num), div.i.payload.den.eq(den),
+                         *describe(o.payload, row, f=f)]
 
         stage_copies(m, "recip", summed, scaled, self.recip_copies, reciprocal)
 

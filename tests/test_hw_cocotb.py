@@ -104,10 +104,11 @@ def test_vector_unit(unit, args, family):
 
 @pytest.mark.parametrize("width, depth, family", [(1, 2, None), (37, 100, None),
                                                   (36, 1024, "ecp5"), (19, 300, "ecp5"),
-                                                  (18, 1025, "ecp5")])
+                                                  (18, 1025, "ecp5"), (40, 2100, "ecp5")])
 def test_registered_read_memory(width, depth, family):
     """The row buffers' memory: DP16KD blocks with their output registers on ECP5 (through the
-    block's model), a fabric memory and register elsewhere or when deeper than one block."""
+    block's model; deeper than one block: banks of them, the last one partly used), a fabric
+    memory and register elsewhere."""
     from hw.bram import RegisteredReadMemory
     from hw.dsp import Target
     from sim.runner import PRIMITIVE_MODELS
