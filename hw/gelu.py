@@ -78,15 +78,19 @@ class GeluUnit(wiring.Component):
         # entries by the group's own copy of the entry counter, then among the groups (one
         # counter choosing among all 16 entries of the 1 152 parameter bits was the harness's
         # path: 8.4 ns of routing to the far multiplexers)
+        # (and then a group's counter choosing among its 288 bits: 9.6 ns of routing, so each
+        # coefficient of a group has its own counter copy)
         coefs = [prm.c0, prm.c1, prm.c2]
-        rows = [Cat(*(c[s_] for c in coefs)) for s_ in range(SEGMENTS)]
         groups = SEGMENTS // SEGMENT_GROUP
-        counters = [Signal(range(SEGMENTS), name=f"entry_replica{g}") for g in range(groups)]
-        m.d.sync += [c.eq(c + 1) for c in counters]
+        counters = [[Signal(range(SEGMENTS), name=f"entry_replica{g}_{k}")
+                     for k in range(len(coefs))] for g in range(groups)]
+        m.d.sync += [c.eq(c + 1) for group in counters for c in group]
         low = SEGMENT_GROUP.bit_length() - 1
-        parts = [register(m, Array(rows[g * SEGMENT_GROUP:(g + 1) * SEGMENT_GROUP])[c[:low]],
-                          f"table_part{g}") for g, c in enumerate(counters)]
-        entry = register(m, counters[0], "entry")                   # the entry parts hold
+        parts = [Cat(*(register(m, Array(coef[g * SEGMENT_GROUP:(g + 1) * SEGMENT_GROUP])[c[:low]],
+                                f"table_part{g}_{k}")
+                       for k, (coef, c) in enumerate(zip(coefs, counters[g]))))
+                 for g in range(groups)]
+        entry = register(m, counters[0][0], "entry")                # the entry parts hold
         row = Array(parts)[entry[low:]]
         writes = replicas(m, Cat(entry, row), -(-self.lanes // LANES_PER_WRITE), "table_write")
         # no element until every entry has been rewritten since the last load
