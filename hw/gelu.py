@@ -38,8 +38,8 @@ PRODUCT = split_latency(16, COEF_BITS + 1)
 # magnitude, segment, lookup; u = (c2 t) >> s; v; w = (v t) >> s; g; y
 LATENCY = 3 + (PRODUCT + 1) + 1 + (PRODUCT + 1) + 2
 # cycles from a ``load`` pulse to a table rewritten from the new parameters: the entries chosen
-# (SEGMENTS cycles, from the cycle after the pulse), in two registered steps, the write itself
-TABLE_REFRESH = SEGMENTS + 5
+# (SEGMENTS cycles, from the cycle after the pulse), in three registered steps, the write itself
+TABLE_REFRESH = SEGMENTS + 6
 SEGMENT_GROUP = 4        # entries chosen among by a group's own counter copy, then the groups
 LANES_PER_WRITE = 4      # lanes sharing one copy of the table's write address and data
 
@@ -91,8 +91,10 @@ class GeluUnit(wiring.Component):
                        for k, (coef, c) in enumerate(zip(coefs, counters[g]))))
                  for g in range(groups)]
         entry = register(m, counters[0][0], "entry")                # the entry parts hold
-        row = Array(parts)[entry[low:]]
-        writes = replicas(m, Cat(entry, row), -(-self.lanes // LANES_PER_WRITE), "table_write")
+        # the chosen entry registered once before its copies beside the lanes (the choice
+        # among the groups reaching the copies across the unit was the harness's path)
+        chosen = register(m, Cat(entry, Array(parts)[entry[low:]]), "table_entry")
+        writes = replicas(m, chosen, -(-self.lanes // LANES_PER_WRITE), "table_write")
         # no element until every entry has been rewritten since the last load
         since = Signal(range(TABLE_REFRESH + 1), name="since_load")
         fresh = Signal(name="table_fresh")
