@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import validating
 from .config import AcceleratorConfig
 from .multiplier import LATENCY, PipelinedMultiplier
-from .pipeline import delay, register, wire
+from .pipeline import delay, register, replicas, wire
 
 __all__ = ["SystolicArray", "a_layout", "b_layout", "o_layout"]
 
@@ -155,7 +155,7 @@ class SystolicArray(wiring.Component):
         assert index == cfg.array_multipliers
         return shadow, terms["alpha"], terms["beta"]
 
-    def _corrected(self, m: Module, shadow, alpha, beta, row_idx, reading):
+    def _corrected(self, m: Module, shadow, alpha, beta, row_idx, reading, col_idx):
         """Row ``row_idx`` of the tile, ``shadow[i][j] - alpha[i] - beta[j]``: ``alpha[i]`` goes
         through the read-out tree with its row, ``beta`` is copied when the read-out starts (the
         next tile's terms may be written before its last row is read) and delayed beside the
@@ -163,7 +163,7 @@ class SystolicArray(wiring.Component):
         cfg = self._cfg
         bits = cfg.acc_bits
         rows = [shadow[i] + [alpha[i]] for i in range(len(shadow))]
-        selected, idx, valid = _mux_tree(m, rows, row_idx, reading, bits)
+        selected, idx, valid = _mux_tree(m, rows, row_idx, reading, bits, col_idx)
         beta_hold = [Signal(signed(bits), name=f"beta_hold{j}") for j in range(cfg.cols)]
         with m.If(reading & (row_idx == 0)):
             m.d.sync += [h.eq(b) for h, b in zip(beta_hold, beta)]
@@ -269,21 +269,27 @@ class SystolicArray(wiring.Component):
         # ---- read-out: row i at T + cols + READ_LATENCY + i ------------------------------------
         # The read schedule is registered: the row index that steers every column's mux comes
         # straight from a flip-flop (a combinational index was the 16x16 critical path).
+        # Every column's multiplexers have their own copy of the row index (one counter
+        # steering all of them reached across the array: the 8x8 board build's path, 13.7 ns of
+        # routing), and so does each level of the tree after it.
         pre = flag_taps[C + READ_LATENCY - 1].last         # one cycle before row 0 is read
         reading = Signal()
         row_idx = Signal(range(max(R, 2)))
+        col_idx = [Signal.like(row_idx, name=f"row_idx_replica{j}") for j in range(C + 1)]
         with m.If(pre):
-            m.d.sync += [reading.eq(1), row_idx.eq(0)]
+            m.d.sync += [reading.eq(1), row_idx.eq(0), *(c.eq(0) for c in col_idx)]
         with m.Elif(reading):
             with m.If(row_idx == R - 1):
                 m.d.sync += reading.eq(0)
             with m.Else():
-                m.d.sync += row_idx.eq(row_idx + 1)
+                m.d.sync += [row_idx.eq(row_idx + 1), *(c.eq(c + 1) for c in col_idx)]
 
         if self._fip:
-            rows_out, idx, valid = self._corrected(m, shadow, alpha, beta, row_idx, reading)
+            rows_out, idx, valid = self._corrected(m, shadow, alpha, beta, row_idx, reading,
+                                                   col_idx)
         else:
-            rows_out, idx, valid = _mux_tree(m, shadow, row_idx, reading, cfg.acc_bits)
+            rows_out, idx, valid = _mux_tree(m, shadow, row_idx, reading, cfg.acc_bits,
+                                             col_idx[:C])
         is_last = Signal()
         m.d.comb += is_last.eq(idx == R - 1)
         row = Signal(o_layout(cfg))
@@ -322,26 +328,29 @@ def _tree_levels(rows: int) -> int:
     return max(levels, 1)
 
 
-def _mux_tree(m: Module, rows, idx, valid, width):
+def _mux_tree(m: Module, rows, idx, valid, width, col_idx):
     """Pipelined selection of ``rows[idx]`` (a list of per-column values), 4:1 per registered
-    level. Returns the selected columns, the index and the valid bit, all aligned."""
+    level; column ``j`` selects by ``col_idx[j]`` (equal to ``idx`` at all times), and each
+    level after the first by its own registered copy. Returns the selected columns, the index
+    and the valid bit, all aligned."""
     level = 0
     cands = rows
     while len(cands) > 1:
         lo_bit = 2 * level
-        sel = idx[lo_bit:lo_bit + 2]
         nxt = []
         for g in range(math.ceil(len(cands) / 4)):
             group = cands[4 * g:4 * g + 4]
             regs = [Signal(signed(width), name=f"rd_l{level}_g{g}_c{j}")
                     for j in range(len(group[0]))]
             for j, reg in enumerate(regs):
+                sel = col_idx[j][lo_bit:lo_bit + 2]
                 m.d.sync += reg.eq(Array(r[j] for r in group)[sel] if len(group) > 1
                                    else group[0][j])
             nxt.append(regs)
         idx_d = Signal.like(idx, name=f"rd_idx_l{level}")
         valid_d = Signal(name=f"rd_valid_l{level}")
         m.d.sync += [idx_d.eq(idx), valid_d.eq(valid)]
+        col_idx = [replicas(m, c, 1, f"rd_idx_l{level}_c{j}")[0] for j, c in enumerate(col_idx)]
         cands, idx, valid = nxt, idx_d, valid_d
         level += 1
     if level == 0:          # a single row: register once for the same shape of timing
