@@ -153,7 +153,7 @@ class GeluUnit(wiring.Component):
             g = p.stage(Mux(ins6, (c0d + w + (1 << (GUARD - 1))) >> GUARD, 0), f"g{n}")
             # relu << frac_bits beside g, then the difference (the barrel shift and the
             # subtraction in one cycle were the harness's path, 10.6 ns)
-            shifted = p.stage((relu6 << lane_shape.frac_bits)[:self.out_bits], f"relu7_{n}")
+            shifted = p.stage(relu6 << lane_shape.frac_bits, f"relu7_{n}")
             y = p.stage(shifted - g, f"y{n}")
             m.d.comb += res.data[n].eq(y)
         p.connect(gated, self.o, LATENCY)
