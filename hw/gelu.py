@@ -151,10 +151,8 @@ class GeluUnit(wiring.Component):
             c0d, ins6, relu6 = (p.delay(c0, at_w, f"c0d{n}"), p.delay(ins, at_w, f"ins{n}"),
                                 p.delay(relu, at_w, f"relu6_{n}"))
             g = p.stage(Mux(ins6, (c0d + w + (1 << (GUARD - 1))) >> GUARD, 0), f"g{n}")
-            # relu << frac_bits beside g, then the difference (the barrel shift and the
-            # subtraction in one cycle were the harness's path, 10.6 ns)
-            shifted = p.stage(relu6 << lane_shape.frac_bits, f"relu7_{n}")
-            y = p.stage(shifted - g, f"y{n}")
+            relu7 = p.stage(relu6, f"relu7_{n}")
+            y = p.stage((relu7 << lane_shape.frac_bits) - g, f"y{n}")
             m.d.comb += res.data[n].eq(y)
         p.connect(gated, self.o, LATENCY)
         return m
