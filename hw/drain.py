@@ -176,9 +176,14 @@ class Drain(wiring.Component):
             with m.Else():
                 m.d.sync += [blk.eq(blk + 1), o_blk.eq(o_blk + act.o_stride),
                              r_blk.eq(r_blk + act.r_stride)]
-        # job changes win over the per-beat updates above (they come later)
+        # job changes win over the per-beat updates above (they come later). ``start`` is taken
+        # a cycle late, from a register (the controller's state decode → the job switch → the
+        # job registers was the 8x8 board build's path asking for 70 MHz): the controller waits
+        # on ``done`` two cycles after its start, and a job's first beat is further away still
+        started = Signal(name="started")
+        m.d.sync += started.eq(self.start)
         finishing = take & row_end & last_row
-        with m.If(self.start):
+        with m.If(started):
             with m.If(active & ~finishing):
                 m.d.sync += [pending.eq(incoming), pending_valid.eq(1)]
             with m.Else():
