@@ -14,7 +14,7 @@ from . import dsp
 
 __all__ = ["Pipeline", "vector_layout", "count_shape", "wire", "register", "delay", "delay_line",
            "masked_max", "lane_mask", "tree_sum", "tree_levels", "split_product", "split_latency",
-           "replicas", "result_queue", "queue_slices", "stepped", "KEEP_REPLICAS"]
+           "replicas", "replica", "result_queue", "queue_slices", "stepped", "KEEP_REPLICAS"]
 
 
 def wire(m: Module, value, name: str):
@@ -47,6 +47,12 @@ def replicas(m: Module, value, n: int, name: str, *, reset_less: bool = True) ->
               for k in range(n)]
     m.d.sync += [c.eq(value) for c in copies]
     return copies
+
+
+def replica(m: Module, value, name: str, *, reset_less: bool = True):
+    """One :func:`replicas` copy: ``value`` a cycle later in a register kept through synthesis
+    (a copy per consumer group of an equal value, one stage of a copied chain)."""
+    return replicas(m, value, 1, name, reset_less=reset_less)[0]
 
 
 def delay(m: Module, value, n: int, name: str):
@@ -196,7 +202,7 @@ def result_queue(m: Module, name: str, data, writes_early, capacity: int, pops):
     size = 1 << max(1, (capacity - 1).bit_length())
     slices = queue_slices(len(data))
     assert len(writes_early) == slices
-    writes = [replicas(m, early, 1, f"{name}_write{k}", reset_less=False)[0]
+    writes = [replica(m, early, f"{name}_write{k}", reset_less=False)
               for k, early in enumerate(writes_early)]
     level = Signal(range(size + 1), name=f"{name}_level")
     single = Signal(name=f"{name}_single")                      # level == 1
@@ -320,8 +326,8 @@ class Pipeline:
         shared = delay(m, accept, depth - 1 - copied, f"{self.name}_valid")
         writes_early = [shared] * len(pops)
         for n in range(copied):
-            writes_early = [replicas(m, w, 1, f"{self.name}_valid{n}_replica{k}",
-                                     reset_less=False)[0] for k, w in enumerate(writes_early)]
+            writes_early = [replica(m, w, f"{self.name}_valid{n}_{k}", reset_less=False)
+                            for k, w in enumerate(writes_early)]
         nonempty, head = result_queue(m, f"{self.name}_queue", self.result(o).as_value(),
                                       writes_early, capacity, pops)
         skid_valid = Signal(name=f"{self.name}_skid_valid")

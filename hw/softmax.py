@@ -37,6 +37,7 @@ from .pipeline import (
     delay,
     lane_mask,
     register,
+    replica,
     replicas,
     split_latency,
     split_product,
@@ -136,8 +137,8 @@ class Shiftmax(wiring.Component):
             # multiplier input was the 16-lane unit's path, 11.6 ns of routing
             fields = ("mul", "mul_shift", "c0", "c1", "c2")
             layout = data.StructLayout({f: params_layout("dyad")[f].shape for f in fields})
-            prm = data.View(layout, replicas(m, Cat(*(self.params[f] for f in fields)), 1,
-                                             f"exp_params{n}")[0])
+            prm = data.View(layout, replica(m, Cat(*(self.params[f] for f in fields)),
+                                            f"exp_params{n}"))
             # the wide products' operands go into the multipliers' input registers, their partial
             # products are summed a cycle later
             def multiply(a, b, name):

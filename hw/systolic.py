@@ -46,7 +46,7 @@ from amaranth.lib.wiring import In, Out
 from .checks import validating
 from .config import AcceleratorConfig
 from .multiplier import LATENCY, PipelinedMultiplier
-from .pipeline import delay, register, replicas, wire
+from .pipeline import delay, register, replica, wire
 
 __all__ = ["SystolicArray", "a_layout", "b_layout", "o_layout"]
 
@@ -350,7 +350,7 @@ def _mux_tree(m: Module, rows, idx, valid, width, col_idx):
         idx_d = Signal.like(idx, name=f"rd_idx_l{level}")
         valid_d = Signal(name=f"rd_valid_l{level}")
         m.d.sync += [idx_d.eq(idx), valid_d.eq(valid)]
-        col_idx = [replicas(m, c, 1, f"rd_idx_l{level}_c{j}")[0] for j, c in enumerate(col_idx)]
+        col_idx = [replica(m, c, f"rd_idx_l{level}_c{j}") for j, c in enumerate(col_idx)]
         cands, idx, valid = nxt, idx_d, valid_d
         level += 1
     if level == 0:          # a single row: register once for the same shape of timing
