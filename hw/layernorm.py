@@ -49,11 +49,11 @@ from .rowbuffer import (
     RowReplay,
     call,
     describe,
+    finished_rows,
     ring_slots,
     row_layout,
     row_stage,
     stage_copies,
-    stream_fifo,
 )
 
 __all__ = ["LayerNorm", "OUT_BITS"]
@@ -138,12 +138,9 @@ class LayerNorm(wiring.Component):
         row_n = Mux(tag.first, tag.count, n_elems + tag.count)
         with m.If(tag.valid):
             m.d.sync += [total.eq(row_total), sumsq.eq(row_sumsq), n_elems.eq(row_n)]
-        loaded_w, loaded = stream_fifo(m, row_layout(
-            D, S, L, total=signed(self.sum_bits), sumsq=unsigned(vb), n=unsigned(n_bits)),
-            S, "loaded")
-        m.d.comb += [loaded_w.valid.eq(tag.valid & tag.last),
-                     *describe(loaded_w.payload, tag.row, total=row_total, sumsq=row_sumsq,
-                               n=row_n)]
+        loaded = finished_rows(m, row_layout(D, S, L, total=signed(self.sum_bits),
+                                             sumsq=unsigned(vb), n=unsigned(n_bits)),
+                               S, tag, "loaded", total=total, sumsq=sumsq, n=n_elems)
 
         # ---- per-row stages, each in ``copies`` taking rows in turn ---------------------------
         def layout(**fields):

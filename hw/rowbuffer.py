@@ -29,8 +29,8 @@ from . import bram
 from .pipeline import count_shape, delay, lane_mask, masked_max, register, stepped, tree_levels
 from .rowparallel import round_robin
 
-__all__ = ["ring_slots", "row_layout", "describe", "stream_fifo", "RowLoader", "RowReplay",
-           "loaded_with_max", "row_stage", "stage_copies", "call"]
+__all__ = ["ring_slots", "row_layout", "describe", "stream_fifo", "finished_rows", "RowLoader",
+           "RowReplay", "loaded_with_max", "row_stage", "stage_copies", "call"]
 
 
 def ring_slots(latency: int, depth: int) -> int:
@@ -66,6 +66,20 @@ def stream_fifo(m: Module, layout, depth: int, name: str, *, buffered: bool = Tr
     m.d.comb += [f.w_data.eq(w.payload.as_value()), f.w_en.eq(w.valid), w.ready.eq(f.w_rdy),
                  r.payload.eq(f.r_data), r.valid.eq(f.r_rdy), f.r_en.eq(r.ready)]
     return w, r
+
+
+def finished_rows(m: Module, layout, slots: int, tag, name: str, **totals):
+    """The stream of loaded rows' descriptors: ``tag`` (a beat of :attr:`RowLoader.beat`, delayed
+    to where the unit's running ``totals`` take it) gives the framing, and each row's descriptor
+    is written a cycle after its last beat, with ``totals`` (name: register) as they hold then:
+    the register of each running total, not its next value (a running sum's carry chain into the
+    descriptor FIFO's LUT RAM was the 16-lane LayerNorm's path). One entry per slot: the writer
+    never waits."""
+    w, r = stream_fifo(m, layout, slots, name)
+    ended = register(m, tag.valid & tag.last, f"{name}_ended")
+    row = register(m, tag.row, f"{name}_row")
+    m.d.comb += [w.valid.eq(ended), *describe(w.payload, row, **totals)]
+    return r
 
 
 class RowLoader:
@@ -127,13 +141,10 @@ def loaded_with_max(m: Module, load: RowLoader, width: int, depth: int, slots: i
                           "beat_max", stage=lambda v, name: register(m, v, name))
     tag = delay(m, beat, tree_levels(lanes + 1), "max_tag")
     row_max = Signal(signed(width))
-    running = Mux(tag.first | (beat_max > row_max), beat_max, row_max)
     with m.If(tag.valid):
-        m.d.sync += row_max.eq(running)
-    w, r = stream_fifo(m, row_layout(depth, slots, lanes, max=signed(width)), slots,
-                           "loaded")
-    m.d.comb += [w.valid.eq(tag.valid & tag.last), *describe(w.payload, tag.row, max=running)]
-    return r
+        m.d.sync += row_max.eq(Mux(tag.first | (beat_max > row_max), beat_max, row_max))
+    return finished_rows(m, row_layout(depth, slots, lanes, max=signed(width)), slots, tag,
+                         "loaded", max=row_max)
 
 
 class RowReplay:

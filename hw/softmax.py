@@ -50,12 +50,12 @@ from .rowbuffer import (
     RowReplay,
     call,
     describe,
+    finished_rows,
     loaded_with_max,
     ring_slots,
     row_layout,
     row_stage,
     stage_copies,
-    stream_fifo,
 )
 from .shiftexp import clamp_bounds, shift_exp, stages
 
@@ -211,10 +211,8 @@ class Shiftmax(wiring.Component):
         row_total = Mux(stag.first, 0, total) + esum
         with m.If(stag.valid):
             m.d.sync += total.eq(row_total)
-        summed_w, summed = stream_fifo(m, row_layout(D, S, L, total=unsigned(self.sum_bits)),
-                                           S, "summed")
-        m.d.comb += [summed_w.valid.eq(stag.valid & stag.last),
-                     *describe(summed_w.payload, stag.row, total=row_total)]
+        summed = finished_rows(m, row_layout(D, S, L, total=unsigned(self.sum_bits)), S, stag,
+                               "summed", total=total)
 
         # ---- one reciprocal per row (in copies that take rows in turn when it outlasts a row) ----
         scaled = stream.Signature(row_layout(D, S, L, f=unsigned(self.f_bits))).create()
