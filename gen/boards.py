@@ -52,7 +52,7 @@ BOARDS = {b.name: b for b in (
           "openFPGALoader --board ulx3s {bit}", "ulx3s-8x8", "6"),
     Board("ulx3s-45f", "amaranth_boards.ulx3s:ULX3S_45F_Platform", "ecp5-45f", 50_000_000,
           "openFPGALoader --board ulx3s {bit}", "ulx3s-8x8", "6"),
-    Board("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5-85f", 50_000_000,
+    Board("ulx3s-85f", "amaranth_boards.ulx3s:ULX3S_85F_Platform", "ecp5-85f", 70_000_000,
           "openFPGALoader --board ulx3s {bit}", "ulx3s-8x8", "6"),
     Board("icebreaker", "amaranth_boards.icebreaker:ICEBreakerPlatform", "ice40-up5k",
           24_000_000, "iceprog {bit}", "icebreaker-2x2"),

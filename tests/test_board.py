@@ -32,7 +32,7 @@ def test_pins_bridge_digits(capsys):
     out = capsys.readouterr().out
     print(out)
     assert rc == 0, out
-    assert "UART pins, 3000000 baud from 50 MHz" in out
+    assert "UART pins, 3000000 baud from 70 MHz" in out
     assert "20/20 outputs bit-exact vs gen.golden" in out
 
 
@@ -84,7 +84,7 @@ def test_board_refusals(capsys):
 
 def test_board_link_rates():
     link = board_link(BOARDS["ulx3s-85f"])
-    assert (link.clk_hz, link.baud) == (50_000_000, 3_000_000) and link == PINS_LINK
+    assert (link.clk_hz, link.baud) == (70_000_000, 3_000_000) and link == PINS_LINK
     with pytest.raises(ConfigError, match="cycles per bit"):
         board_link(BOARDS["icebreaker"], 12_000_000)
 
@@ -113,7 +113,7 @@ def test_board_synthesis_smoke(tmp_path):
     used = report["synthesis"]
     need = estimate(cfg, prog.sizes(), board_link(board))
     print(report)
-    assert report["core_hz"] == 50_000_000 and report["pll"]["in_hz"] == 25_000_000
+    assert report["core_hz"] == 70_000_000 and report["pll"]["in_hz"] == 25_000_000
     assert 0 < used["dsp"] <= need["dsp"] and used["lut"] >= need["lut"]
     assert 0 < used["bram"] <= need["bram"]
     stat = next(tmp_path.glob("*.stat.txt")).read_text()

@@ -46,8 +46,8 @@ CXX_OPT = "-O1"
 BRIDGE_LINK = LinkParams(buffer=1024, clk_hz=50_000_000, baud=12_500_000, timeout_us=400)
 
 
-# the pin-level bridge runs the link a ULX3S build runs: 3 Mbaud from its core clock (16.67
-# cycles per bit at 50 MHz: the fractional baud generator at work)
+# the pin-level bridge runs the link a ULX3S build runs: 3 Mbaud from its core clock (23.33
+# cycles per bit at 70 MHz: the fractional baud generator at work)
 PINS_LINK = board_link(BOARDS["ulx3s-85f"])
 
 
