@@ -243,7 +243,8 @@ class Drain(wiring.Component):
         # board build's path asking for 70 MHz (10.3 ns of routing after its first LUT)
         out = Array(word)
         w_whole = w_valid & (w_part == parts - 1)
-        lanes_at = replicas(m, side[-2][4], V, "w_lane")
+        _, _, _, _, lane_before, _ = side[-2]
+        lanes_at = replicas(m, lane_before, V, "w_lane")
         en = []
         for e, lane in enumerate(lanes_at):
             j = (e - lane)[:log_v] if log_v else 0
